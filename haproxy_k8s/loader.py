@@ -1,0 +1,226 @@
+"""Read and merge the config directory, remembering which file set each key.
+
+`DIR/haproxy-k8s.toml` (optional), then `DIR/conf.d/*.toml|*.json` in lexical
+order of file name; tables merge deeply, a later scalar or list wins. Every
+failure is a `ConfigError` naming the file (relative to DIR) and, where there
+is one, the key: the daemon shows it in `status` and keeps the last good config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .model import Config
+from .schema import KeyPath, build_config, dotted_key
+
+MAIN_FILE = "haproxy-k8s.toml"
+DROPIN_DIR = "conf.d"
+SUFFIXES = (".toml", ".json")
+
+# Editor and package-manager leftovers. Most also fail the suffix test; listing
+# them anyway documents the intent and survives a change of suffixes.
+_LEFTOVERS = ("*~", ".#*", "*.swp", "*.tmp", "*.dpkg-*", "*.rpmnew", "*.rpmsave")
+
+# A drop-in is a few lines; anything this big is a mistake (a log, an image).
+MAX_FILE_BYTES = 1 << 20
+# Real configs nest 5 deep (clusters.NAME.nodes.NODE.key); the limit keeps the
+# recursive merge and schema far from Python's recursion limit.
+_MAX_DEPTH = 32
+
+RawConfig = dict[str, Any]
+ProvenanceMap = dict[KeyPath, str]
+
+
+def is_ignored(name: str) -> bool:
+    """Whether a file of this name in `conf.d/` is never read.
+
+    True for hidden files, editor and package-manager leftovers and any suffix
+    other than .toml/.json. The watcher uses it to skip events on such files.
+    """
+    if name.startswith(".") or any(fnmatchcase(name, pattern) for pattern in _LEFTOVERS):
+        return True
+    return not name.endswith(SUFFIXES)
+
+
+def config_files(config_dir: Path) -> list[Path]:
+    """The files `load_raw` reads, in the order it applies them."""
+    config_dir = Path(config_dir)
+    if not config_dir.is_dir():
+        what = "is not a directory" if config_dir.exists() else "does not exist"
+        raise ConfigError(f"config directory {what}", file=str(config_dir))
+    main = config_dir / MAIN_FILE
+    # lexists: a broken symlink is reported when read, not silently skipped.
+    files = [main] if os.path.lexists(main) else []
+    return files + _dropins(config_dir / DROPIN_DIR)
+
+
+def _dropins(dropin_dir: Path) -> list[Path]:
+    try:
+        entries = list(os.scandir(dropin_dir))
+    except FileNotFoundError:
+        return []  # no drop-ins is fine: everything may be in the main file
+    except NotADirectoryError:
+        raise ConfigError("is not a directory", file=DROPIN_DIR) from None
+    except OSError as e:
+        raise ConfigError(f"cannot list: {e.strerror}", file=DROPIN_DIR) from e
+    names = sorted(e.name for e in entries if not is_ignored(e.name) and not _is_dir(e))
+    return [dropin_dir / name for name in names]
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks: a link to a directory is skipped too
+    except OSError:
+        return False  # let the read report it
+
+
+def load_raw(config_dir: Path) -> tuple[RawConfig, ProvenanceMap]:
+    """The merged raw config and, for each key path, the file that last set it.
+
+    Tables get provenance too (the last file that set anything in them), so an
+    error about a table, or a key missing from it, can still name a file.
+    """
+    config_dir = Path(config_dir)
+    merged: RawConfig = {}
+    provenance: ProvenanceMap = {}
+    for path in config_files(config_dir):
+        rel = path.relative_to(config_dir).as_posix()
+        _merge(merged, _parse(_read(path, rel), path.suffix, rel), (), rel, provenance)
+    return merged, provenance
+
+
+def load_config(config_dir: Path) -> Config:
+    """Load, merge and validate the config directory."""
+    raw, provenance = load_raw(config_dir)
+    return build_config(raw, provenance)
+
+
+def _read(path: Path, rel: str) -> str:
+    data = _read_bytes(path, rel)
+    if b"\0" in data:
+        raise ConfigError("binary file (contains NUL bytes), expected TOML or JSON text", file=rel)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (binary file?): {e.reason} at byte {e.start}",
+                          file=rel) from e
+    # Some editors write a byte-order mark; neither tomllib nor json wants it.
+    return text.removeprefix("\ufeff")
+
+
+def _read_bytes(path: Path, rel: str) -> bytes:
+    try:
+        # O_NONBLOCK: a FIFO named x.toml must not hang the daemon in open();
+        # fstat on the open descriptor then tells what it really is, race-free.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        what = "is a broken symbolic link" if os.path.lexists(path) else "vanished while being read"
+        raise ConfigError(what, file=rel) from None
+    except PermissionError as e:
+        raise ConfigError("cannot read: permission denied", file=rel) from e
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", file=rel) from e
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ConfigError("not a regular file", file=rel)
+        try:
+            data = f.read(MAX_FILE_BYTES + 1)
+        except OSError as e:
+            raise ConfigError(f"cannot read: {e.strerror}", file=rel) from e
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"larger than {MAX_FILE_BYTES} bytes; not a drop-in?", file=rel)
+    return data
+
+
+def _parse(text: str, suffix: str, rel: str) -> RawConfig:
+    kind = "JSON" if suffix == ".json" else "TOML"
+    try:
+        data = _load_json(text) if kind == "JSON" else tomllib.loads(text)
+    # TOMLDecodeError and JSONDecodeError are ValueErrors; both parsers also let
+    # a plain ValueError out (integers over 4300 digits, our duplicate-key hook).
+    except ValueError as e:
+        raise ConfigError(f"invalid {kind}: {e}", file=rel) from e
+    except RecursionError as e:
+        raise ConfigError(f"invalid {kind}: nested too deeply", file=rel) from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be an object, got {type(data).__name__}", file=rel)
+    if _depth(data) > _MAX_DEPTH:
+        raise ConfigError(f"invalid {kind}: nested more than {_MAX_DEPTH} levels", file=rel)
+    return data
+
+
+def _load_json(text: str) -> Any:
+    return json.loads(text, object_pairs_hook=_json_object, parse_constant=_json_constant)
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # TOML refuses a key defined twice; JSON would silently keep the last one.
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {dotted_key([key])}")
+        obj[key] = value
+    return obj
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of dicts and lists, iteratively (the input may be hostile)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > _MAX_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def _merge(into: RawConfig, new: Mapping[str, Any], path: KeyPath, rel: str,
+           provenance: ProvenanceMap) -> None:
+    """Merge `new` (parsed from `rel`) into `into`, recording provenance."""
+    for key, value in new.items():
+        here = (*path, key)
+        old = into.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            provenance[here] = rel
+            _merge(old, value, here, rel, provenance)
+            continue
+        if key in into and (isinstance(old, dict) or isinstance(value, dict)):
+            raise _clash(here, old, value, rel, provenance.get(here))
+        into[key] = value
+        _record(value, here, rel, provenance)
+
+
+def _record(value: Any, path: KeyPath, rel: str, provenance: ProvenanceMap) -> None:
+    provenance[path] = rel
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _record(child, (*path, key), rel, provenance)
+
+
+def _clash(path: KeyPath, old: Any, new: Any, rel: str, old_file: str | None) -> ConfigError:
+    def kind(value: Any) -> str:
+        return "a table" if isinstance(value, dict) else "a value"
+
+    return ConfigError(
+        f"is {kind(new)} here but {kind(old)} in {old_file}; "
+        "a later file cannot turn a table into a value or back",
+        file=rel,
+        key=dotted_key(path),
+    )

@@ -1,0 +1,160 @@
+"""The desired state: immutable dataclasses, built and validated by `schema`.
+
+Everything here is plain data with no side effects, so the renderer and the
+planner can be tested on values alone. Durations are kept in milliseconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
+DEFAULT_STATE_DIR = "/run/haproxy-k8s"
+
+
+@dataclass(frozen=True, order=True)
+class Bind:
+    """An `address:port` the balancer listens on (`[v6]:port` for IPv6)."""
+
+    host: str
+    port: int
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.host
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if self.is_ipv6 else f"{self.host}:{self.port}"
+
+    @property
+    def haproxy(self) -> str:
+        """The form HAProxy's `bind` line takes (`ipv6@` keeps v6 unambiguous)."""
+        return f"ipv6@{self.host}:{self.port}" if self.is_ipv6 else f"{self.host}:{self.port}"
+
+    def conflicts_with(self, other: Bind) -> bool:
+        """Whether both would try to own the same socket (wildcards included)."""
+        if self.port != other.port:
+            return False
+        if self.host == other.host:
+            return True
+        wildcards = {"0.0.0.0", "::"}
+        return self.host in wildcards or other.host in wildcards
+
+
+@dataclass(frozen=True)
+class HaproxySettings:
+    binary: str = "haproxy"
+    state_dir: str = DEFAULT_STATE_DIR
+    user: str = "haproxy"
+    group: str = "haproxy"
+    # Old workers holding long apiserver watches are stopped after this long.
+    hard_stop_after_ms: int = 30 * 60_000
+    # A worker that survived this many reloads is killed (bounds old workers).
+    mworker_max_reloads: int = 50
+    maxconn: int = 20_000
+    # Carry health and admin state over reloads with a server-state file.
+    server_state: bool = True
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Settings every cluster inherits from `[defaults]` and may override."""
+
+    balance: str = "leastconn"  # roundrobin | leastconn | source
+    check: str = "https"  # tcp | tls | https
+    check_path: str = "/readyz"
+    check_interval_ms: int = 2_000
+    fast_interval_ms: int = 500
+    down_interval_ms: int = 5_000
+    fall: int = 3
+    rise: int = 2
+    connect_timeout_ms: int = 10_000
+    retries: int = 3
+    redispatch: bool = True
+    client_timeout_ms: int = 3_600_000
+    server_timeout_ms: int = 3_600_000
+    client_fin_timeout_ms: int = 30_000
+    server_fin_timeout_ms: int = 30_000
+    tcpka: bool = True
+    slowstart_ms: int = 30_000
+    shutdown_sessions_on_down: bool = True
+    ca_file: str | None = None  # verify the apiserver certificate; else `verify none`
+    client_cert: str | None = None  # PEM with certificate and key, for --anonymous-auth=false
+    # How long a removed or drained node keeps its sessions before they are cut.
+    drain_grace_ms: int = 30_000
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    address: str
+    port: int = 6443
+    weight: int = 100
+    backup: bool = False
+    enabled: bool = True
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.address)
+        except ValueError:
+            return False
+        return True
+
+    @property
+    def haproxy_addr(self) -> str:
+        """`address:port` for a `server` line (IPv6 literals need no brackets there)."""
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    binds: tuple[Bind, ...]
+    nodes: tuple[Node, ...]  # sorted by name; disabled nodes are dropped by `schema`
+    settings: ClusterSettings = field(default_factory=ClusterSettings)
+
+    @property
+    def backend(self) -> str:
+        return f"be_{self.name}"
+
+    @property
+    def frontend(self) -> str:
+        return f"fe_{self.name}"
+
+    def node(self, name: str) -> Node | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+@dataclass(frozen=True)
+class StatsSettings:
+    bind: Bind | None = Bind("127.0.0.1", 8404)
+    allow: tuple[str, ...] = ("127.0.0.0/8",)  # CIDRs, normalised
+    user: str | None = None  # basic auth, with the password from `password_file`
+    password_file: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    bind: Bind | None = Bind("127.0.0.1", 9404)
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    debounce_ms: int = 200
+    # A constant stream of edits still applies after at most this long.
+    max_wait_ms: int = 2_000
+
+
+@dataclass(frozen=True)
+class Config:
+    haproxy: HaproxySettings = field(default_factory=HaproxySettings)
+    defaults: ClusterSettings = field(default_factory=ClusterSettings)
+    stats: StatsSettings = field(default_factory=StatsSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    clusters: tuple[Cluster, ...] = ()  # sorted by name
+
+    def cluster(self, name: str) -> Cluster | None:
+        return next((c for c in self.clusters if c.name == name), None)
