@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .model import Config
+from .model import DEFAULT_STATE_DIR, Config
 from .schema import KeyPath, build_config, dotted_key
 
 MAIN_FILE = "haproxy-k8s.toml"
@@ -224,3 +224,33 @@ def _clash(path: KeyPath, old: Any, new: Any, rel: str, old_file: str | None) ->
         file=rel,
         key=dotted_key(path),
     )
+
+
+def state_dir_hint(config_dir: Path) -> str:
+    """The state dir, even while some drop-in is broken.
+
+    `status` and the daemon's start must find the sockets of the HAProxy that
+    runs the last good config exactly when the current config is invalid, so
+    this reads what it can: the full config, else the merged files, else the
+    main file alone, else the default.
+    """
+    try:
+        return load_config(config_dir).haproxy.state_dir
+    except ConfigError:
+        pass
+    for read in (_merged_raw, _main_raw):
+        try:
+            value = read(Path(config_dir)).get("haproxy", {}).get("state_dir")
+        except (ConfigError, OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, str) and value.startswith("/"):
+            return value
+    return DEFAULT_STATE_DIR
+
+
+def _merged_raw(config_dir: Path) -> RawConfig:
+    return load_raw(config_dir)[0]
+
+
+def _main_raw(config_dir: Path) -> RawConfig:
+    return tomllib.loads((config_dir / MAIN_FILE).read_text())

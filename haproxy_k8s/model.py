@@ -52,7 +52,8 @@ class HaproxySettings:
     hard_stop_after_ms: int = 30 * 60_000
     # A worker that survived this many reloads is killed (bounds old workers).
     mworker_max_reloads: int = 50
-    maxconn: int = 20_000
+    # 0: HAProxy derives it from the open-files limit (LimitNOFILE under systemd).
+    maxconn: int = 0
     # Carry health and admin state over reloads with a server-state file.
     server_state: bool = True
 

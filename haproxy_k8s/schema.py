@@ -335,7 +335,7 @@ _HAPROXY: dict[str, tuple[str, Parser]] = {
     "group": ("group", _unix_name),
     "hard_stop_after": ("hard_stop_after_ms", _duration()),
     "mworker_max_reloads": ("mworker_max_reloads", _integer(1, _MAX_INT)),
-    "maxconn": ("maxconn", _integer(1, _MAX_INT)),
+    "maxconn": ("maxconn", _integer(0, _MAX_INT)),
     "server_state": ("server_state", _boolean),
 }
 

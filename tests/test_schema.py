@@ -109,7 +109,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
      'expected true or false, got "yes"'),
     ("bool as int", cluster(tcpka=1), "clusters.c0.tcpka", "expected true or false, got 1"),
     ("string as int", {"haproxy": {"user": 5}}, "haproxy.user", "expected a string, got 5"),
-    ("maxconn 0", {"haproxy": {"maxconn": 0}}, "haproxy.maxconn", "out of range"),
+    ("maxconn -1", {"haproxy": {"maxconn": -1}}, "haproxy.maxconn", "out of range"),
     ("max reloads 0", {"haproxy": {"mworker_max_reloads": 0}}, "haproxy.mworker_max_reloads",
      "out of range"),
     ("server_state string", {"haproxy": {"server_state": "on"}}, "haproxy.server_state",

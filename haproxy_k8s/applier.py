@@ -1,0 +1,153 @@
+"""The apply pipeline: drop-ins → model → rendered candidate → `haproxy -c` →
+published config → HAProxy (start or verified reload, with rollback).
+
+Only the daemon's main loop calls into an Applier, one apply at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import render as render_mod
+from .errors import ConfigError, HaproxyK8sError, ProcessError, RuntimeApiError
+from .fileio import publish, write_atomic
+from .loader import load_config
+from .model import Config
+from .paths import StatePaths
+from .process import HaproxyMaster
+from .protocol import filter_servers_state
+from .runtime import AdminSocket
+from .validate import check_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApplyOutcome:
+    action: str  # noop | start | reload | rollback | error
+    error: HaproxyK8sError | None = None
+    seconds: float = 0.0
+    alerts: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def haproxy_env(config: Config) -> dict[str, str]:
+    """HAProxy's environment: ours, plus the stats password read from its file."""
+    env = dict(os.environ)
+    pw_file = config.stats.password_file
+    if pw_file:
+        try:
+            env[render_mod.STATS_PASSWORD_ENV] = Path(pw_file).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read the password file: {e.strerror}",
+                              file=pw_file, key="stats.password_file") from e
+    return env
+
+
+class Applier:
+    def __init__(self, config_dir: Path, config: Config, *, promex: bool = True) -> None:
+        self.config_dir = config_dir
+        self.paths = StatePaths(Path(config.haproxy.state_dir))
+        self.binary = config.haproxy.binary
+        self.promex = promex
+        self.applied: Config | None = None  # the desired state HAProxy runs now
+        self.master = HaproxyMaster(self.binary, self.paths, haproxy_env(config))
+
+    # -- public ------------------------------------------------------------
+    def apply(self) -> ApplyOutcome:
+        started = time.monotonic()
+        try:
+            outcome = self._apply(load_config(self.config_dir))
+        except HaproxyK8sError as e:
+            outcome = ApplyOutcome("error", e)
+        outcome.seconds = time.monotonic() - started
+        return outcome
+
+    def start_from_published(self) -> None:
+        """Serve the last published config (used when the drop-ins are broken at start)."""
+        self.master.start()
+        write_atomic(self.paths.last_good, self.paths.config.read_bytes())
+
+    # -- pipeline ----------------------------------------------------------
+    def _apply(self, config: Config) -> ApplyOutcome:
+        self._check_fixed_settings(config)
+        text = render_mod.render(config, self.paths, promex=self.promex)
+        if self.master.alive() and self._published_text() == text:
+            self.applied = config
+            return ApplyOutcome("noop")
+        self._validate_candidate(text)
+        if not self.master.alive():
+            return self._start(config)
+        return self._reload(config)
+
+    def _check_fixed_settings(self, config: Config) -> None:
+        # The state dir and binary belong to the running master: changing them
+        # live would orphan it, so it takes a daemon restart.
+        for key, old, new in (("haproxy.state_dir", str(self.paths.root),
+                               config.haproxy.state_dir),
+                              ("haproxy.binary", self.binary, config.haproxy.binary)):
+            if old != new:
+                raise ConfigError(f"changed from {old!r} to {new!r}; this takes effect "
+                                  "only when haproxy-k8s restarts", key=key)
+
+    def _published_text(self) -> str | None:
+        try:
+            return self.paths.config.read_text()
+        except OSError:
+            return None
+
+    def _validate_candidate(self, text: str) -> None:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.paths.candidate, text, mode=0o640)
+        try:
+            check_config(self.binary, self.paths.candidate, env=self.master.env)
+        except HaproxyK8sError:
+            self.paths.candidate.unlink(missing_ok=True)
+            raise
+
+    def _start(self, config: Config) -> ApplyOutcome:
+        publish(self.paths.candidate, self.paths.config)
+        self.master.start()
+        write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
+        self.applied = config
+        return ApplyOutcome("start")
+
+    def _reload(self, config: Config) -> ApplyOutcome:
+        self._save_server_state(config)
+        publish(self.paths.candidate, self.paths.config)
+        result = self.master.reload()
+        if result.ok:
+            write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
+            self.applied = config
+            return ApplyOutcome("reload")
+        return self._rollback(result.alerts)
+
+    def _rollback(self, alerts: list[str]) -> ApplyOutcome:
+        """Put the last good config back and reload onto it."""
+        log.error("reload failed, rolling back: %s", "; ".join(alerts) or "no detail")
+        write_atomic(self.paths.config, self.paths.last_good.read_bytes(), mode=0o640)
+        back = self.master.reload()
+        detail = "; ".join(alerts) or "HAProxy refused the new config"
+        if not back.ok:
+            detail += " (and the rollback reload failed too; the old worker keeps serving)"
+        return ApplyOutcome("rollback", ProcessError(f"reload failed: {detail}"), alerts=alerts)
+
+    def _save_server_state(self, config: Config) -> None:
+        """Dump health/admin state for the reload, minus servers whose address moved."""
+        if not config.haproxy.server_state:
+            return
+        try:
+            dump = AdminSocket(self.paths.admin_socket).command("show servers state")
+        except RuntimeApiError as e:
+            log.warning("cannot save server state before reload: %s", e)
+            return
+        keep = {(c.backend, n.name, n.address, str(n.port))
+                for c in config.clusters for n in c.nodes}
+        write_atomic(self.paths.server_state, filter_servers_state(dump, keep), mode=0o640)

@@ -1,0 +1,165 @@
+"""Command-line front: run, check, render, status, reload (and later verbs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import HaproxyK8sError
+from .loader import load_config, state_dir_hint
+from .model import DEFAULT_CONFIG_DIR
+from .paths import StatePaths
+from .process import read_pid
+from .render import render
+from .validate import check_config
+
+
+def _config_dir(args: argparse.Namespace) -> Path:
+    return Path(args.config_dir or os.environ.get("HAPROXY_K8S_CONFIG_DIR")
+                or DEFAULT_CONFIG_DIR)
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"haproxy-k8s: {message}", file=sys.stderr)
+    return code
+
+
+# -- check / render ---------------------------------------------------------------
+def cmd_render(args: argparse.Namespace) -> int:
+    try:
+        sys.stdout.write(render(load_config(_config_dir(args))))
+    except HaproxyK8sError as e:
+        return _fail(str(e))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the drop-ins and the rendered config; change nothing."""
+    config_dir = _config_dir(args)
+    try:
+        config = load_config(config_dir)
+        with tempfile.TemporaryDirectory(prefix="haproxy-k8s-check-") as tmp:
+            candidate = Path(tmp) / "haproxy.cfg"
+            candidate.write_text(render(config))
+            result = check_config(config.haproxy.binary, candidate)
+    except HaproxyK8sError as e:
+        return _fail(f"{config_dir}: invalid: {e}")
+    nodes = sum(len(c.nodes) for c in config.clusters)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{config_dir}: OK ({len(config.clusters)} clusters, {nodes} nodes)")
+    return 0
+
+
+# -- run ----------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+    from .logsetup import setup_logging
+
+    setup_logging(args.log_level)
+    # watchdog logs every inotify event at debug level: far too much even for debugging us.
+    logging.getLogger("watchdog").setLevel(logging.INFO)
+    try:
+        Daemon(_config_dir(args)).run()
+    except HaproxyK8sError as e:
+        return _fail(str(e))
+    return 0
+
+
+# -- status / reload ------------------------------------------------------------------
+def _state_paths(args: argparse.Namespace) -> StatePaths:
+    return StatePaths(Path(args.state_dir or state_dir_hint(_config_dir(args))))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .statuscmd import collect, format_table
+
+    doc, code = collect(_state_paths(args), _config_dir(args))
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else format_table(doc))
+    return code
+
+
+def _read_status(paths: StatePaths) -> dict[str, Any]:
+    try:
+        data = json.loads(paths.status.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """SIGHUP the running daemon and report the outcome of the apply it triggers."""
+    paths = _state_paths(args)
+    pid = read_pid(paths.daemon_pid)
+    if pid is None:
+        return _fail(f"no running daemon ({paths.daemon_pid} missing)", 3)
+    before = _read_status(paths).get("daemon", {}).get("applies", 0)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return _fail(f"daemon pid {pid} is not running", 3)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        daemon = _read_status(paths).get("daemon", {})
+        if daemon.get("applies", 0) > before:
+            return _report_apply(daemon)
+        time.sleep(0.05)
+    return _fail(f"the daemon did not apply within {args.timeout:g}s", 1)
+
+
+def _report_apply(daemon: dict[str, Any]) -> int:
+    last = daemon.get("last_apply", {})
+    if last.get("ok"):
+        print(f"applied: {last.get('action')} in {last.get('seconds', 0) * 1000:.0f} ms, "
+              f"generation {daemon.get('generation')}")
+        return 0
+    error = daemon.get("last_error") or {}
+    where = f"{error.get('file')}: " if error.get("file") else ""
+    return _fail(f"apply failed: {where}{error.get('message')}")
+
+
+# -- parser ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="haproxy-k8s", description="HAProxy in front of kube-apiservers, declaratively.")
+    parser.add_argument("--version", action="version", version=f"haproxy-k8s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config-dir", help="config directory (env HAPROXY_K8S_CONFIG_DIR, "
+                        f"default {DEFAULT_CONFIG_DIR})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run.add_argument("--log-level", default="info",
+                     choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+    sub.add_parser("check", parents=[common], help="validate the config; change nothing"
+                   ).set_defaults(func=cmd_check)
+    sub.add_parser("render", parents=[common], help="print the rendered haproxy.cfg"
+                   ).set_defaults(func=cmd_render)
+    status = sub.add_parser("status", parents=[common], help="backend health")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--state-dir", help="override haproxy.state_dir")
+    status.set_defaults(func=cmd_status)
+    reload = sub.add_parser("reload", parents=[common], help="re-apply the drop-ins now")
+    reload.add_argument("--state-dir", help="override haproxy.state_dir")
+    reload.add_argument("--timeout", type=float, default=60.0)
+    reload.set_defaults(func=cmd_reload)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""The daemon: one main loop that owns all mutable state.
+
+Signal handlers and helper threads (watcher, health poller) only *post*
+events to a SimpleQueue (safe to call from a signal handler); the loop takes
+them one at a time, so exactly one place applies config and talks to the
+HAProxy master.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .applier import Applier, ApplyOutcome
+from .errors import ConfigError, HaproxyK8sError, RuntimeApiError
+from .fileio import write_atomic
+from .loader import load_config, state_dir_hint
+from .model import Config, HaproxySettings
+from .protocol import parse_show_stat
+from .runtime import AdminSocket
+from .status import DaemonState, cluster_view, dumps, utc_now
+from .validate import haproxy_version
+from .watcher import DirWatcher
+
+log = logging.getLogger(__name__)
+
+TICK = 0.5  # seconds between supervision rounds when nothing happens
+MAX_BACKOFF = 30.0
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # changed | apply | stop
+    detail: str = ""
+
+
+class Debouncer:
+    """Quiet-time debounce with a ceiling, so a constant stream still applies."""
+
+    def __init__(self, quiet: float, max_wait: float) -> None:
+        self.quiet, self.max_wait = quiet, max_wait
+        self.first: float | None = None
+        self.last = 0.0
+
+    def touch(self, now: float) -> None:
+        if self.first is None:
+            self.first = now
+        self.last = now
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until an apply is due (<= 0: now), or None when nothing is pending."""
+        if self.first is None:
+            return None
+        return min(self.last + self.quiet, self.first + self.max_wait) - now
+
+    def clear(self) -> None:
+        self.first = None
+
+
+class Daemon:
+    def __init__(self, config_dir: Path) -> None:
+        self.config_dir = config_dir
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self.state = DaemonState(pid=os.getpid())
+        self.applier: Applier | None = None
+        self.version, self.promex = "unknown", True
+        self._backoff = 1.0
+        self._next_restart = 0.0
+        self._stats: dict[tuple[str, str], dict[str, str]] | None = None
+        self.debounce = Debouncer(0.2, 2.0)
+
+    # -- posting (any thread, or a signal handler) ---------------------------
+    def post(self, kind: str, detail: str = "") -> None:
+        self.events.put(Event(kind, detail))
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.post("apply" if signum == signal.SIGHUP else "stop", signal.Signals(signum).name)
+
+    # -- start ----------------------------------------------------------------
+    def start(self) -> None:
+        """Adopt or start HAProxy on the first valid config; raise if nothing can serve."""
+        config, error = self._initial_config()
+        self.applier = Applier(self.config_dir, config, promex=self._detect(config))
+        self._write_pid()
+        adopted = self.applier.master.adopt()
+        if adopted is not None:
+            self.state.generation = 1
+        if error is not None:
+            self._serve_last_good(error, adopted is not None)
+        self.apply("start")
+        if not self.applier.master.alive():
+            raise HaproxyK8sError(self._error_text() or "HAProxy could not be started")
+
+    def _initial_config(self) -> tuple[Config, HaproxyK8sError | None]:
+        try:
+            config = load_config(self.config_dir)
+        except ConfigError as e:
+            # Broken drop-ins: find the state dir anyway, to adopt or restart
+            # HAProxy on the last published config.
+            settings = HaproxySettings(state_dir=state_dir_hint(self.config_dir))
+            return Config(haproxy=settings), e
+        self.debounce = Debouncer(config.watch.debounce_ms / 1000, config.watch.max_wait_ms / 1000)
+        return config, None
+
+    def _detect(self, config: Config) -> bool:
+        try:
+            self.version, promex = haproxy_version(config.haproxy.binary)
+        except HaproxyK8sError as e:
+            log.error("%s", e)
+            return True
+        if not promex:
+            log.warning("this HAProxy has no Prometheus exporter: /metrics is disabled")
+        return promex
+
+    def _serve_last_good(self, error: HaproxyK8sError, adopted: bool) -> None:
+        assert self.applier is not None
+        log.error("config invalid at start: %s", error)
+        if not adopted and self.applier.paths.config.exists():
+            log.warning("starting HAProxy on the last published config %s",
+                        self.applier.paths.config)
+            self.applier.start_from_published()
+
+    def _write_pid(self) -> None:
+        assert self.applier is not None
+        self.applier.paths.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.applier.paths.daemon_pid, f"{os.getpid()}\n")
+
+    # -- apply ----------------------------------------------------------------
+    def apply(self, reason: str) -> ApplyOutcome:
+        assert self.applier is not None
+        self.debounce.clear()
+        self.state.applies += 1
+        outcome = self.applier.apply()
+        self._record(outcome, reason)
+        self._refresh_config_settings()
+        self.write_status()
+        return outcome
+
+    def _record(self, outcome: ApplyOutcome, reason: str) -> None:
+        self.state.last_apply = {"at": utc_now(), "reason": reason, "action": outcome.action,
+                                 "ok": outcome.ok, "seconds": round(outcome.seconds, 4)}
+        if outcome.error is not None:
+            self.state.record_error(outcome.error.record())
+            if isinstance(outcome.error, ConfigError):
+                self.state.config_errors += 1
+            if outcome.action == "rollback":
+                self.state.failed_reloads += 1
+            log.error("apply (%s) failed: %s", reason, outcome.error)
+            return
+        self.state.last_error = None
+        if outcome.action != "noop":
+            self.state.generation += 1
+            self.state.applied_at = utc_now()
+            log.info("applied generation %d (%s, %s) in %.0f ms", self.state.generation,
+                     outcome.action, reason, outcome.seconds * 1000)
+
+    def _refresh_config_settings(self) -> None:
+        assert self.applier is not None
+        applied = self.applier.applied
+        if applied is not None:
+            self.debounce.quiet = applied.watch.debounce_ms / 1000
+            self.debounce.max_wait = applied.watch.max_wait_ms / 1000
+
+    def _error_text(self) -> str:
+        return str((self.state.last_error or {}).get("message", ""))
+
+    # -- loop -------------------------------------------------------------------
+    def run(self) -> None:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self.start()
+        watcher = DirWatcher(self.config_dir, lambda path: self.post("changed", path))
+        watcher.start()
+        try:
+            self._loop()
+        finally:
+            watcher.stop()
+            self.shutdown()
+
+    def _loop(self) -> None:
+        while True:
+            due = self.debounce.due_in(time.monotonic())
+            try:
+                event = self.events.get(timeout=TICK if due is None else max(0.0, min(due, TICK)))
+            except queue.Empty:
+                event = None
+            if event is not None and event.kind == "stop":
+                log.info("stopping on %s", event.detail)
+                return
+            self._handle(event)
+            self._supervise()
+
+    def _handle(self, event: Event | None) -> None:
+        now = time.monotonic()
+        if event is not None and event.kind == "changed":
+            self.debounce.touch(now)
+        elif event is not None and event.kind == "apply":
+            self.apply(event.detail or "request")
+            return
+        due = self.debounce.due_in(now)
+        if due is not None and due <= 0:
+            self.apply("files changed")
+
+    # -- supervision ---------------------------------------------------------
+    def _supervise(self) -> None:
+        assert self.applier is not None
+        master = self.applier.master
+        now = time.monotonic()
+        if master.pid is not None and not master.alive() and now >= self._next_restart:
+            self.state.haproxy_restarts += 1
+            log.error("haproxy master %s exited (code %s); restarting (backoff %.0fs)",
+                      master.pid, master.exit_code(), self._backoff)
+            self._next_restart = now + self._backoff
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+            self._restart_master()
+        elif master.alive() and now - self._next_restart > 60:
+            self._backoff = 1.0
+        self._poll_stats()
+        self.write_status()
+
+    def _restart_master(self) -> None:
+        assert self.applier is not None
+        try:
+            self.applier.master.start()
+        except HaproxyK8sError as e:
+            self.state.record_error(e.record())
+            log.error("restart failed: %s", e)
+
+    def _poll_stats(self) -> None:
+        assert self.applier is not None
+        try:
+            text = AdminSocket(self.applier.paths.admin_socket, timeout=2.0).command("show stat")
+            rows = parse_show_stat(text)
+        except (RuntimeApiError, ValueError):
+            self._stats = None
+            return
+        self._stats = {(r["pxname"], r["svname"]): r for r in rows}
+
+    # -- status ----------------------------------------------------------------
+    def status_doc(self) -> dict[str, Any]:
+        assert self.applier is not None
+        master = self.applier.master
+        table = master.try_proc_table() if master.alive() else None
+        config = self.applier.applied
+        return {
+            "daemon": {"pid": self.state.pid, "running": True,
+                       "generation": self.state.generation,
+                       "applied_at": self.state.applied_at,
+                       "last_error": self.state.last_error,
+                       "applies": self.state.applies,
+                       "last_apply": self.state.last_apply,
+                       "config_dir": str(self.config_dir),
+                       "haproxy_restarts": self.state.haproxy_restarts,
+                       "config_errors": self.state.config_errors},
+            "haproxy": {"pid": master.pid if master.alive() else None,
+                        "version": self.version,
+                        "reloads": table.master.reloads if table else None,
+                        "failed_reloads": self.state.failed_reloads,
+                        "workers": sorted(table.worker_pids) if table else [],
+                        "reachable": table is not None},
+            "clusters": cluster_view(config, self._stats) if config else [],
+        }
+
+    def write_status(self) -> None:
+        assert self.applier is not None
+        write_atomic(self.applier.paths.status, dumps(self.status_doc()))
+
+    def shutdown(self) -> None:
+        """SIGTERM/SIGINT: stop HAProxy gracefully (this is what `systemctl stop` means)."""
+        assert self.applier is not None
+        self.applier.master.stop()
+        doc = self.status_doc()
+        doc["daemon"]["running"] = False
+        write_atomic(self.applier.paths.status, dumps(doc))
+        self.applier.paths.daemon_pid.unlink(missing_ok=True)
+        log.info("stopped")

@@ -1,0 +1,54 @@
+"""Where the daemon keeps its files inside `haproxy.state_dir`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        """The published config HAProxy runs: always one that passed `haproxy -c`."""
+        return self.root / "haproxy.cfg"
+
+    @property
+    def candidate(self) -> Path:
+        """A rendered config under validation, next to the live one (same filesystem)."""
+        return self.root / "haproxy.cfg.candidate"
+
+    @property
+    def last_good(self) -> Path:
+        """The config of the last reload HAProxy accepted; the rollback target."""
+        return self.root / "haproxy.cfg.good"
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.root / "admin.sock"
+
+    @property
+    def master_socket(self) -> Path:
+        return self.root / "master.sock"
+
+    @property
+    def haproxy_pid(self) -> Path:
+        return self.root / "haproxy.pid"
+
+    @property
+    def daemon_pid(self) -> Path:
+        return self.root / "daemon.pid"
+
+    @property
+    def server_state(self) -> Path:
+        return self.root / "server-state"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def operator_state(self) -> Path:
+        return self.root / "operator-state.json"

@@ -1,0 +1,255 @@
+"""Start, adopt, reload and stop the HAProxy master (master-worker mode).
+
+The master is started in its own session so that it outlives a crash of the
+daemon; a restarted daemon adopts it through the pid file and master socket.
+We never call waitpid(-1): only our own Popen (if any) is ever reaped.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from .errors import ProcessError, RuntimeApiError
+from .paths import StatePaths
+from .protocol import ProcTable, parse_show_proc
+from .runtime import MasterSocket
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    table: ProcTable | None
+    alerts: list[str]
+    seconds: float
+
+
+class _OutputPump(threading.Thread):
+    """Drains HAProxy's stdout/stderr into our log and a short history.
+
+    The pipe must be read continuously: a full pipe would block HAProxy.
+    """
+
+    def __init__(self, stream: object, history: collections.deque[tuple[float, str]]) -> None:
+        super().__init__(name="haproxy-output", daemon=True)
+        self._stream = stream
+        self._history = history
+
+    def run(self) -> None:
+        for raw in iter(self._stream.readline, b""):  # type: ignore[attr-defined]
+            line = raw.decode(errors="replace").rstrip()
+            if not line:
+                continue
+            self._history.append((time.monotonic(), line))
+            level = logging.WARNING if "[ALERT]" in line else logging.INFO
+            log.log(level, "haproxy: %s", line)
+
+
+class HaproxyMaster:
+    """One HAProxy master process: ours (a child) or adopted (found running)."""
+
+    def __init__(self, binary: str, paths: StatePaths,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.binary = binary
+        self.paths = paths
+        self.env = dict(env) if env is not None else None
+        self.master = MasterSocket(paths.master_socket)
+        self.pid: int | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._history: collections.deque[tuple[float, str]] = collections.deque(maxlen=200)
+        self._pump: _OutputPump | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def command_line(self) -> list[str]:
+        return [self.binary, "-W", "-db", "-S", f"{self.paths.master_socket},mode,600",
+                "-f", str(self.paths.config), "-p", str(self.paths.haproxy_pid)]
+
+    def start(self, timeout: float = 30.0) -> ProcTable:
+        """Start a new master on the published config and wait for its worker."""
+        self.paths.master_socket.unlink(missing_ok=True)
+        started = time.monotonic()
+        try:
+            self._popen = subprocess.Popen(
+                self.command_line(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        except OSError as e:
+            raise ProcessError(f"cannot start {self.binary}: {e}") from e
+        self.pid = self._popen.pid
+        self._pump = _OutputPump(self._popen.stdout, self._history)
+        self._pump.start()
+        table = self._wait_for_worker(started, timeout)
+        log.info("haproxy master %d started, worker %s", self.pid,
+                 ",".join(str(p) for p in sorted(table.worker_pids)))
+        return table
+
+    def _wait_for_worker(self, started: float, timeout: float) -> ProcTable:
+        deadline = started + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                code = self._popen.returncode if self._popen else None
+                raise ProcessError(f"haproxy exited at start (code {code}): "
+                                   + "; ".join(self.alerts_since(started)))
+            table = self.try_proc_table()
+            if table and table.workers:
+                return table
+            time.sleep(0.02)
+        self.kill()
+        raise ProcessError(f"haproxy did not start a worker within {timeout:g}s")
+
+    def adopt(self) -> ProcTable | None:
+        """Adopt a master that is already running for this state dir, if any."""
+        pid = read_pid(self.paths.haproxy_pid)
+        if pid is None or not _is_haproxy(pid):
+            return None
+        table = self.try_proc_table()
+        if table is None or table.master.pid != pid:
+            return None
+        self.pid, self._popen = pid, None
+        log.info("adopted running haproxy master %d", pid)
+        return table
+
+    def alive(self) -> bool:
+        if self.pid is None:
+            return False
+        if self._popen is not None:
+            return self._popen.poll() is None
+        try:
+            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def exit_code(self) -> int | None:
+        return self._popen.returncode if self._popen else None
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Soft-stop (SIGUSR1: finish sessions), then SIGTERM, then SIGKILL."""
+        for sig, wait in ((signal.SIGUSR1, grace), (signal.SIGTERM, 3.0),
+                          (signal.SIGKILL, 3.0)):
+            if not self.alive():
+                break
+            self._signal(sig)
+            self._wait_exit(wait)
+        self._reap()
+
+    def kill(self) -> None:
+        if self.alive():
+            self._signal(signal.SIGKILL)
+            self._wait_exit(3.0)
+        self._reap()
+
+    def _signal(self, sig: int) -> None:
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def _wait_exit(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _reap(self) -> None:
+        if self._popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(timeout=1.0)
+        if self._pump is not None:
+            self._pump.join(timeout=1.0)
+
+    # -- master CLI --------------------------------------------------------
+    def proc_table(self) -> ProcTable:
+        try:
+            return parse_show_proc(self.master.command("show proc", timeout=2.0))
+        except ValueError as e:
+            raise RuntimeApiError(str(e)) from e
+
+    def try_proc_table(self) -> ProcTable | None:
+        try:
+            return self.proc_table()
+        except RuntimeApiError:
+            return None
+
+    def alerts_since(self, since: float) -> list[str]:
+        return [line for at, line in list(self._history) if at >= since and "[ALERT]" in line]
+
+    def reload(self, timeout: float = 30.0) -> ReloadResult:
+        """Reload through the master CLI and verify the outcome.
+
+        2.7+ says `Success=1|0`. 2.6 says nothing, so we compare `show proc`
+        before and after: success is a new worker pid with the failed count
+        at 0; a failure raises the failed count and keeps the old worker.
+        """
+        started = time.monotonic()
+        before = self.proc_table()
+        try:
+            reply = self.master.reload()
+        except RuntimeApiError as e:
+            # 2.6 may drop the connection while the master re-executes.
+            log.debug("reload reply: %s", e)
+            reply = ""
+        table = self._await_reload(before, reply, started + timeout)
+        ok = table is not None and _reload_succeeded(before, table, reply)
+        alerts = self.alerts_since(started)
+        return ReloadResult(ok, table, alerts if not ok else [], time.monotonic() - started)
+
+    def _await_reload(self, before: ProcTable, reply: str,
+                      deadline: float) -> ProcTable | None:
+        table: ProcTable | None = None
+        while time.monotonic() < deadline:
+            table = self.try_proc_table()
+            if table is not None and _reload_settled(before, table, reply):
+                return table
+            if not self.alive():
+                return None
+            time.sleep(0.01)
+        return table
+
+
+def _reload_settled(before: ProcTable, after: ProcTable, reply: str) -> bool:
+    if after.master.reloads <= before.master.reloads:
+        return False
+    if "Success=0" in reply or after.failed_reloads > 0:
+        return True
+    return bool(after.worker_pids - before.worker_pids)
+
+
+def _reload_succeeded(before: ProcTable, after: ProcTable, reply: str) -> bool:
+    if "Success=0" in reply:
+        return False
+    return after.failed_reloads == 0 and bool(after.worker_pids - before.worker_pids)
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().split()
+    except OSError:
+        return None
+    return int(text[0]) if text and text[0].isdigit() else None
+
+
+def _is_haproxy(pid: int) -> bool:
+    try:
+        return "haproxy" in psutil.Process(pid).name()
+    except psutil.Error:
+        return False
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -1,0 +1,157 @@
+"""Pure parsers and command builders for HAProxy's runtime API. No I/O here."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+
+_UPTIME = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_MASTER_RELOADS = re.compile(r"^(\d+)(?:\s*\[failed:\s*(\d+)\])?")
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    kind: str  # master | worker
+    reloads: int
+    uptime_s: int
+    version: str
+
+
+@dataclass(frozen=True)
+class ProcTable:
+    """`show proc` on the master CLI."""
+
+    master: Process
+    failed_reloads: int
+    workers: tuple[Process, ...]
+    old_workers: tuple[Process, ...] = field(default=())
+
+    @property
+    def worker_pids(self) -> frozenset[int]:
+        return frozenset(w.pid for w in self.workers)
+
+
+def parse_uptime(text: str) -> int:
+    match = _UPTIME.match(text.strip())
+    if not match or not text.strip():
+        return 0
+    d, h, m, s = (int(g or 0) for g in match.groups())
+    return ((d * 24 + h) * 60 + m) * 60 + s
+
+
+def _parse_proc_line(line: str) -> tuple[Process, int] | None:
+    # columns: pid, type, reloads (master: "N [failed: F]"), uptime, version
+    parts = line.split()
+    if len(parts) < 4 or not parts[0].isdigit():
+        return None
+    pid, kind = int(parts[0]), parts[1]
+    rest = " ".join(parts[2:])
+    match = _MASTER_RELOADS.match(rest)
+    if not match:
+        return None
+    reloads, failed = int(match.group(1)), int(match.group(2) or 0)
+    tail = rest[match.end():].split()
+    uptime = parse_uptime(tail[0]) if tail else 0
+    version = tail[1] if len(tail) > 1 else ""
+    return Process(pid, kind, reloads, uptime, version), failed
+
+
+def parse_show_proc(text: str) -> ProcTable:
+    """Parse `show proc`; raises ValueError when no master line is present."""
+    master: Process | None = None
+    failed = 0
+    workers: list[Process] = []
+    old: list[Process] = []
+    section = "current"
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#"):
+            lowered = line.lower()
+            if "old workers" in lowered:
+                section = "old"
+            elif "programs" in lowered:
+                section = "programs"
+            elif "workers" in lowered:
+                section = "current"
+            continue
+        parsed = _parse_proc_line(line)
+        if parsed is None or section == "programs":
+            continue
+        proc, proc_failed = parsed
+        if proc.kind == "master":
+            master, failed = proc, proc_failed
+        elif section == "old":
+            old.append(proc)
+        else:
+            workers.append(proc)
+    if master is None:
+        raise ValueError(f"no master line in show proc output: {text[:200]!r}")
+    return ProcTable(master, failed, tuple(workers), tuple(old))
+
+
+def parse_show_stat(text: str) -> list[dict[str, str]]:
+    """Parse `show stat` CSV into dicts keyed by the header (`# pxname,svname,…`)."""
+    lines = text.strip("\n").splitlines()
+    if not lines or not lines[0].startswith("# "):
+        raise ValueError(f"not a show stat reply: {text[:120]!r}")
+    header = lines[0][2:].rstrip(",").split(",")
+    rows = []
+    for row in csv.reader(io.StringIO("\n".join(lines[1:]))):
+        if row:
+            rows.append(dict(zip(header, row, strict=False)))
+    return rows
+
+
+def parse_show_info(text: str) -> dict[str, str]:
+    info = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            info[key.strip()] = value.strip()
+    return info
+
+
+def parse_servers_state(text: str) -> list[dict[str, str]]:
+    """Parse `show servers state`: a version line, a `# be_id …` header, rows."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    header: list[str] = []
+    rows = []
+    for line in lines:
+        if line.startswith("#"):
+            header = line[1:].split()
+            continue
+        if not header:
+            continue  # the leading format-version line ("1")
+        rows.append(dict(zip(header, line.split(), strict=False)))
+    return rows
+
+
+def filter_servers_state(text: str, keep: set[tuple[str, str, str, str]]) -> str:
+    """Keep only state-file rows whose (backend, server, addr, port) is in `keep`.
+
+    HAProxy applies a state file's address and port over the configured ones
+    (seen on 2.6.12, by design), so a row for a server whose address or port
+    changed would silently undo the change: such rows are dropped, and the
+    server starts from its configured state instead.
+    """
+    out: list[str] = []
+    header: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("#"):
+            header = line[1:].split()
+            out.append(line)
+            continue
+        if not header:
+            out.append(line)  # the format-version line
+            continue
+        row = dict(zip(header, line.split(), strict=False))
+        ident = (row.get("be_name", ""), row.get("srv_name", ""),
+                 row.get("srv_addr", ""), row.get("srv_port", ""))
+        if ident in keep:
+            out.append(line)
+    return "\n".join(out) + "\n"

@@ -1,0 +1,126 @@
+"""Render haproxy.cfg from the model with Jinja2.
+
+Output is deterministic (clusters and nodes sorted, no timestamps), so an
+unchanged directory renders the same bytes and never causes a reload.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from .errors import RenderError
+from .model import Cluster, ClusterSettings, Config, Node
+from .paths import StatePaths
+
+TEMPLATE = "haproxy.cfg.j2"
+# The stats password never appears in the rendered file: HAProxy expands this
+# environment variable, which the daemon sets from `stats.password_file`.
+STATS_PASSWORD_ENV = "HAPROXY_K8S_STATS_PASSWORD"
+
+
+def _template_dir() -> Path:
+    """The installed copy inside the package, else the repository's templates/."""
+    packaged = Path(str(resources.files("haproxy_k8s"))) / "templates"
+    if (packaged / TEMPLATE).is_file():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def fmt_duration(ms: int) -> str:
+    """Milliseconds as the shortest exact HAProxy time string (`2s`, `1h`, `250ms`)."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def server_params(settings: ClusterSettings, node: Node) -> str:
+    """Every parameter of a `server` line, spelled out.
+
+    Dynamic servers (`add server`) do not inherit `default-server`, so the
+    template and the runtime API share this one function and cannot drift.
+    """
+    params = [
+        "check",
+        f"inter {fmt_duration(settings.check_interval_ms)}",
+        f"fastinter {fmt_duration(settings.fast_interval_ms)}",
+        f"downinter {fmt_duration(settings.down_interval_ms)}",
+        f"fall {settings.fall}",
+        f"rise {settings.rise}",
+        f"weight {node.weight}",
+    ]
+    if settings.slowstart_ms:
+        params.append(f"slowstart {fmt_duration(settings.slowstart_ms)}")
+    if settings.shutdown_sessions_on_down:
+        params.append("on-marked-down shutdown-sessions")
+    if settings.check in ("tls", "https"):
+        params.extend(_tls_check_params(settings))
+    if node.backup:
+        params.append("backup")
+    if not node.is_ip:
+        # An unresolvable name must not stop HAProxy from starting: the server
+        # starts in maintenance until the name resolves on a later reload.
+        params.append("init-addr last,libc,none")
+    return " ".join(params)
+
+
+def _tls_check_params(settings: ClusterSettings) -> list[str]:
+    # These apply to the check connection only: the server has no `ssl`, so
+    # client traffic stays end-to-end TLS between kubectl and the apiserver.
+    params = ["check-ssl"]
+    if settings.ca_file:
+        params.append(f"ca-file {settings.ca_file} verify required")
+    else:
+        params.append("verify none")
+    if settings.client_cert:
+        params.append(f"crt {settings.client_cert}")
+    return params
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_template_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["duration"] = fmt_duration
+    env.globals["server_params"] = server_params
+    return env
+
+
+def drops_privileges(config: Config) -> bool:
+    """HAProxy can only switch user when started as root."""
+    return os.geteuid() == 0 and bool(config.haproxy.user)
+
+
+def render(config: Config, paths: StatePaths | None = None,
+           *, drop_privileges: bool | None = None, promex: bool = True) -> str:
+    """Render the full haproxy.cfg text for `config`.
+
+    `promex` says whether this HAProxy has the Prometheus exporter (`haproxy -vv`).
+    """
+    paths = paths or StatePaths(Path(config.haproxy.state_dir))
+    if drop_privileges is None:
+        drop_privileges = drops_privileges(config)
+    try:
+        template = _environment().get_template(TEMPLATE)
+        return template.render(
+            config=config,
+            paths=paths,
+            drop_privileges=drop_privileges,
+            promex=promex,
+            stats_password_env=STATS_PASSWORD_ENV,
+        )
+    except jinja2.TemplateError as e:
+        raise RenderError(f"cannot render {TEMPLATE}: {e}") from e
+
+
+def clusters_by_backend(config: Config) -> dict[str, Cluster]:
+    return {c.backend: c for c in config.clusters}

@@ -1,0 +1,150 @@
+"""The core loop end to end: real daemon, real HAProxy, stand-in nodes on loopback."""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import StandInFactory
+from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli, kill_tree
+from helpers import free_port, http_get, wait_until
+
+from haproxy_k8s.standin import StandIn
+
+pytestmark = pytest.mark.usefixtures("haproxy_bin")
+
+
+def node_of(port: int) -> str:
+    """Which stand-in answered a request through the balancer."""
+    status, body = http_get(BALANCER, port, "/version", timeout=2.0)
+    assert status == 200
+    return str(json.loads(body)["node"])
+
+
+def spread(port: int, count: int) -> collections.Counter[str]:
+    return collections.Counter(node_of(port) for _ in range(count))
+
+
+@pytest.fixture
+def nodes(standin_factory: StandInFactory) -> list[StandIn]:
+    return [standin_factory(f"m{i}", tls=False) for i in (1, 2, 3)]
+
+
+@pytest.fixture
+def setup(short_tmp: Path, nodes: list[StandIn]) -> Iterator[tuple[ConfigDir, DaemonProcess, int]]:
+    config = ConfigDir(short_tmp)
+    port = free_port(BALANCER)
+    config.cluster("cluster-0", port, {n.name: (n.host, n.port) for n in nodes})
+    daemon = DaemonProcess(config)
+    try:
+        daemon.start()
+        yield config, daemon, port
+    finally:
+        daemon.stop()
+
+
+def test_traffic_is_spread_over_all_nodes(setup: tuple[ConfigDir, DaemonProcess, int]) -> None:
+    _, _, port = setup
+    counts = spread(port, 30)
+    assert set(counts) == {"m1", "m2", "m3"}, counts
+
+
+def test_added_node_receives_connections_and_removed_node_stops(
+        setup: tuple[ConfigDir, DaemonProcess, int], standin_factory: StandInFactory) -> None:
+    config, daemon, port = setup
+    m4 = standin_factory("m4", tls=False)
+    config.write("20-m4.toml", f"""\
+        [clusters.cluster-0.nodes.m4]
+        address = "{m4.host}"
+        port = {m4.port}
+        """)
+    wait_until(lambda: "m4" in spread(port, 8), timeout=1.0 + 2.0,
+               message="the new node gets traffic")
+    (config.conf_d / "20-m4.toml").unlink()
+    wait_until(lambda: daemon.status()["clusters"][0]["total"] == 3, timeout=3.0,
+               message="node removed")
+    before = m4.connections
+    assert "m4" not in spread(port, 20)
+    assert m4.connections == before
+
+
+def test_bad_drop_in_keeps_traffic_and_shows_in_status(
+        setup: tuple[ConfigDir, DaemonProcess, int]) -> None:
+    config, daemon, port = setup
+    generation = daemon.generation()
+    config.write("30-bad.toml", """\
+        [clusters.cluster-0.nodes.evil]
+        address = "127.0.8.20\\n    server x 1.2.3.4:80"
+        """)
+    error = wait_until(lambda: daemon.status()["daemon"]["last_error"], timeout=3.0,
+                       message="the bad drop-in is reported")
+    assert error["file"] == "conf.d/30-bad.toml"
+    assert "clusters.cluster-0.nodes.evil.address" in error["message"]
+    assert daemon.generation() == generation
+    assert set(spread(port, 15)) == {"m1", "m2", "m3"}
+    published = (config.state_dir / "haproxy.cfg").read_text()
+    assert "evil" not in published and "1.2.3.4" not in published
+    result = cli("status", "--config-dir", str(config.root))
+    assert "30-bad.toml" in result.stdout
+    (config.conf_d / "30-bad.toml").unlink()
+    wait_until(lambda: daemon.status()["daemon"]["last_error"] is None, timeout=3.0,
+               message="the error clears once the file is fixed")
+
+
+def test_failed_reload_rolls_back(setup: tuple[ConfigDir, DaemonProcess, int]) -> None:
+    config, daemon, port = setup
+    generation = daemon.generation()
+    good = (config.state_dir / "haproxy.cfg").read_text()
+    with socket.socket() as squatter:  # `haproxy -c` passes; only the bind fails
+        squatter.bind((BALANCER, 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        config.cluster("cluster-1", taken, {"n1": ("127.0.8.13", 6443)})
+        error = wait_until(lambda: daemon.status()["daemon"]["last_error"], timeout=10.0,
+                           message="the failed reload is reported")
+    assert "reload failed" in error["message"]
+    assert "Address already in use" in error["message"] or "bind" in error["message"]
+    assert (config.state_dir / "haproxy.cfg").read_text() == good
+    assert daemon.generation() == generation
+    assert daemon.status()["haproxy"]["failed_reloads"] == 1
+    assert set(spread(port, 15)) == {"m1", "m2", "m3"}
+
+
+def test_sighup_and_reload_command_reapply(setup: tuple[ConfigDir, DaemonProcess, int]) -> None:
+    config, daemon, _ = setup
+    applies = daemon.status()["daemon"]["applies"]
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: daemon.status()["daemon"]["applies"] > applies, timeout=3.0)
+    result = cli("reload", "--config-dir", str(config.root))
+    assert result.returncode == 0, result.stderr
+    assert "applied" in result.stdout
+
+
+def test_master_killed_is_restarted(setup: tuple[ConfigDir, DaemonProcess, int]) -> None:
+    _config, daemon, port = setup
+    old = daemon.haproxy_pid
+    assert old is not None
+    kill_tree(old)
+    wait_until(lambda: daemon.haproxy_pid not in (None, old), timeout=10.0,
+               message="HAProxy restarted")
+    wait_until(lambda: node_of(port), timeout=5.0, message="traffic flows again")
+    wait_until(lambda: daemon.status()["daemon"]["haproxy_restarts"] == 1, timeout=3.0)
+
+
+def test_check_and_render_without_daemon(short_tmp: Path) -> None:
+    config = ConfigDir(short_tmp)
+    config.cluster("cluster-0", 16443, {"m1": ("127.0.8.10", 6443)})
+    rendered = cli("render", "--config-dir", str(config.root))
+    assert rendered.returncode == 0, rendered.stderr
+    assert "server m1 127.0.8.10:6443 check" in rendered.stdout
+    assert cli("check", "--config-dir", str(config.root)).returncode == 0
+    assert not config.state_dir.exists()  # nothing was changed or created
+    config.write("20-bad.toml", "[clusters.cluster-0.nodes.m2]\nport = 70000\n")
+    bad = cli("check", "--config-dir", str(config.root))
+    assert bad.returncode == 1
+    assert "conf.d/20-bad.toml" in bad.stderr and "port" in bad.stderr
