@@ -26,6 +26,7 @@ from .model import Config, HaproxySettings
 from .protocol import parse_show_stat
 from .runtime import AdminSocket
 from .status import DaemonState, cluster_view, dumps, utc_now
+from .systemd import Notifier
 from .validate import haproxy_version
 from .watcher import DirWatcher
 
@@ -75,6 +76,11 @@ class Daemon:
         self._next_restart = 0.0
         self._stats: dict[tuple[str, str], dict[str, str]] | None = None
         self.debounce = Debouncer(0.2, 2.0)
+        self.notifier = Notifier()
+        self._watchdog_every = self.notifier.watchdog_interval()
+        self._watchdog_at = 0.0
+        self._ready = False
+        self._last_status = ""
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -137,11 +143,28 @@ class Daemon:
         assert self.applier is not None
         self.debounce.clear()
         self.state.applies += 1
+        if self._ready:
+            self.notifier.reloading()
         outcome = self.applier.apply()
         self._record(outcome, reason)
         self._refresh_config_settings()
         self.write_status()
+        if self.applier.master.alive():
+            # READY=1 after the first apply that left HAProxy serving, and
+            # again after every apply (systemd expects it after RELOADING=1).
+            self._ready = True
+            self.notifier.ready(self.summary())
         return outcome
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS=: "cluster-0: 3/3 up, generation 7"."""
+        clusters = self.status_doc()["clusters"]
+        parts = [f"{c['name']}: {c['up']}/{c['total']} up" for c in clusters]
+        text = ", ".join(parts) or "no clusters"
+        text += f", generation {self.state.generation}"
+        if self.state.last_error:
+            text += f"; last error: {self.state.last_error.get('message', '')}"[:200]
+        return text
 
     def _record(self, outcome: ApplyOutcome, reason: str) -> None:
         self.state.last_apply = {"at": utc_now(), "reason": reason, "action": outcome.action,
@@ -224,6 +247,14 @@ class Daemon:
             self._backoff = 1.0
         self._poll_stats()
         self.write_status()
+        self._ping_watchdog(now)
+
+    def _ping_watchdog(self, now: float) -> None:
+        # Pinged from the main loop, so a wedged loop (not just a dead
+        # process) makes systemd restart us.
+        if self._watchdog_every is not None and now >= self._watchdog_at:
+            self.notifier.watchdog()
+            self._watchdog_at = now + self._watchdog_every
 
     def _restart_master(self) -> None:
         assert self.applier is not None
@@ -269,12 +300,17 @@ class Daemon:
         }
 
     def write_status(self) -> None:
+        """Publish status.json when it changed (readers never see a partial file)."""
         assert self.applier is not None
-        write_atomic(self.applier.paths.status, dumps(self.status_doc()))
+        text = dumps(self.status_doc())
+        if text != self._last_status:
+            write_atomic(self.applier.paths.status, text, durable=False)
+            self._last_status = text
 
     def shutdown(self) -> None:
         """SIGTERM/SIGINT: stop HAProxy gracefully (this is what `systemctl stop` means)."""
         assert self.applier is not None
+        self.notifier.stopping()
         self.applier.master.stop()
         doc = self.status_doc()
         doc["daemon"]["running"] = False

@@ -15,21 +15,28 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
-    """Write `data` to a temp file beside `path`, fsync it, and rename over `path`."""
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o644,
+                 *, durable: bool = True) -> None:
+    """Write `data` to a temp file beside `path`, fsync it, and rename over `path`.
+
+    `durable=False` skips the fsyncs, for files that only need to be whole
+    (status.json, rewritten often, is rebuilt after a crash anyway).
+    """
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def publish(candidate: Path, path: Path) -> None:
