@@ -127,6 +127,12 @@ def _report_apply(daemon: dict[str, Any]) -> int:
     return _fail(f"apply failed: {where}{error.get('message')}")
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(duration=args.duration, directory=Path(args.dir) if args.dir else None)
+
+
 # -- parser ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -152,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--state-dir", help="override haproxy.state_dir")
     reload.add_argument("--timeout", type=float, default=60.0)
     reload.set_defaults(func=cmd_reload)
+    demo = sub.add_parser("demo", help="run a local demo: stand-in apiservers behind HAProxy")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.add_argument("--dir", help="use this directory instead of a temporary one")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -63,11 +63,13 @@ def test_added_node_receives_connections_and_removed_node_stops(
         address = "{m4.host}"
         port = {m4.port}
         """)
-    wait_until(lambda: "m4" in spread(port, 8), timeout=1.0 + 2.0,
-               message="the new node gets traffic")
+    wait_until(lambda: "m4" in spread(port, 8), timeout=1.0,
+               message="the new node gets traffic within 1 s")
+    wait_until(lambda: daemon.status()["clusters"][0]["total"] == 4, timeout=3.0)
+    generation = daemon.generation()
     (config.conf_d / "20-m4.toml").unlink()
-    wait_until(lambda: daemon.status()["clusters"][0]["total"] == 3, timeout=3.0,
-               message="node removed")
+    wait_until(lambda: daemon.generation() > generation, timeout=3.0, message="node removed")
+    assert daemon.status()["clusters"][0]["total"] == 3
     before = m4.connections
     assert "m4" not in spread(port, 20)
     assert m4.connections == before
