@@ -1,0 +1,89 @@
+"""Classify a change of desired state: nothing, runtime-only, or a reload.
+
+Pure: compares two Config values. Runtime-only means every difference is a
+node of an existing cluster being added, removed, re-addressed or re-weighted,
+which the runtime API can do without restarting any worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .model import Cluster, Config, Node
+
+NOOP, RUNTIME, RELOAD = "noop", "runtime", "reload"
+# Dynamic servers need a dynamic load-balancing algorithm (HAProxy-NOTES.md).
+_DYNAMIC_BALANCE = frozenset({"roundrobin", "leastconn", "random"})
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    kind: str  # add | remove | update
+    cluster: Cluster  # the cluster as in the new config (old config for removals)
+    node: Node  # the new node (the old one for removals)
+    old: Node | None = None
+
+    @property
+    def server(self) -> str:
+        return f"{self.cluster.backend}/{self.node.name}"
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.cluster.name}/{self.node.name}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str  # noop | runtime | reload
+    changes: tuple[NodeChange, ...] = ()
+    reason: str = ""
+
+
+def make_plan(old: Config | None, new: Config) -> Plan:
+    """How to get HAProxy from `old` (what it runs now) to `new`."""
+    if old is None:
+        return Plan(RELOAD, reason="no applied config yet")
+    if _without_nodes(old) != _without_nodes(new):
+        return Plan(RELOAD, reason="structural change")
+    changes: list[NodeChange] = []
+    for new_cluster in new.clusters:
+        old_cluster = old.cluster(new_cluster.name)
+        assert old_cluster is not None  # same structure, so the same clusters
+        cluster_changes = _node_changes(old_cluster, new_cluster)
+        reason = _needs_reload(new_cluster, cluster_changes)
+        if reason:
+            return Plan(RELOAD, reason=reason)
+        changes.extend(cluster_changes)
+    return Plan(RUNTIME, tuple(changes)) if changes else Plan(NOOP)
+
+
+def _without_nodes(config: Config) -> Config:
+    clusters = tuple(dataclasses.replace(c, nodes=()) for c in config.clusters)
+    return dataclasses.replace(config, clusters=clusters)
+
+
+def _node_changes(old: Cluster, new: Cluster) -> list[NodeChange]:
+    old_nodes = {n.name: n for n in old.nodes}
+    new_nodes = {n.name: n for n in new.nodes}
+    changes = [NodeChange("remove", old, node) for name, node in old_nodes.items()
+               if name not in new_nodes]
+    for name, node in new_nodes.items():
+        before = old_nodes.get(name)
+        if before is None:
+            changes.append(NodeChange("add", new, node))
+        elif before != node:
+            changes.append(NodeChange("update", new, node, before))
+    return changes
+
+
+def _needs_reload(cluster: Cluster, changes: list[NodeChange]) -> str:
+    """Why these node changes cannot go through the runtime API ("" if they can)."""
+    for change in changes:
+        node, old = change.node, change.old
+        if change.kind == "add" and cluster.settings.balance not in _DYNAMIC_BALANCE:
+            return f"{change.describe()}: balance {cluster.settings.balance} is not dynamic"
+        if not node.is_ip or (old is not None and not old.is_ip):
+            return f"{change.describe()}: DNS names need a reload to resolve"
+        if old is not None and old.backup != node.backup:
+            return f"{change.describe()}: backup flag changed"
+    return ""

@@ -1,0 +1,51 @@
+"""The plan step: which changes go through the runtime API and which need a reload."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from haproxy_k8s.model import Bind, Cluster, ClusterSettings, Config, Node
+from haproxy_k8s.plan import NOOP, RELOAD, RUNTIME, make_plan
+
+M1 = Node("m1", "127.0.8.10")
+M2 = Node("m2", "127.0.8.11")
+
+
+def config(*nodes: Node, bind: int = 6443, balance: str = "leastconn",
+           timeout: int = 10_000) -> Config:
+    settings = ClusterSettings(balance=balance, connect_timeout_ms=timeout)
+    cluster = Cluster("c0", (Bind("127.0.8.1", bind),), tuple(nodes), settings)
+    return Config(clusters=(cluster,))
+
+
+CASES = [
+    ("same", config(M1), config(M1), NOOP, []),
+    ("add node", config(M1), config(M1, M2), RUNTIME, ["add c0/m2"]),
+    ("remove node", config(M1, M2), config(M1), RUNTIME, ["remove c0/m2"]),
+    ("new port", config(M1), config(dataclasses.replace(M1, port=7443)), RUNTIME,
+     ["update c0/m1"]),
+    ("new weight", config(M1), config(dataclasses.replace(M1, weight=5)), RUNTIME,
+     ["update c0/m1"]),
+    ("bind", config(M1), config(M1, bind=7443), RELOAD, []),
+    ("timeout", config(M1), config(M1, timeout=5000), RELOAD, []),
+    ("static balance", config(M1, balance="source"), config(M1, M2, balance="source"),
+     RELOAD, []),
+    ("dns name", config(M1), config(M1, Node("m3", "node3.example")), RELOAD, []),
+    ("backup flag", config(M1), config(dataclasses.replace(M1, backup=True)), RELOAD, []),
+    ("new cluster", config(M1), Config(clusters=(*config(M1).clusters, Cluster(
+        "c1", (Bind("127.0.8.1", 7000),), (M2,)))), RELOAD, []),
+]
+
+
+@pytest.mark.parametrize(("name", "old", "new", "kind", "changes"), CASES,
+                         ids=[c[0] for c in CASES])
+def test_plan(name: str, old: Config, new: Config, kind: str, changes: list[str]) -> None:
+    plan = make_plan(old, new)
+    assert plan.kind == kind, plan.reason
+    assert [c.describe() for c in plan.changes] == changes
+
+
+def test_nothing_applied_yet_means_reload() -> None:
+    assert make_plan(None, config(M1)).kind == RELOAD
