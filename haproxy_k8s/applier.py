@@ -6,18 +6,22 @@ Only the daemon's main loop calls into an Applier, one apply at a time.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import opstate
 from . import render as render_mod
 from .errors import ConfigError, HaproxyK8sError, ProcessError, RuntimeApiError
 from .fileio import publish, write_atomic
 from .loader import load_config
 from .model import Config
+from .ops import RuntimeOps
 from .paths import StatePaths
+from .plan import RUNTIME, NodeChange, make_plan
 from .process import HaproxyMaster
 from .protocol import filter_servers_state
 from .runtime import AdminSocket
@@ -28,8 +32,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ApplyOutcome:
-    action: str  # noop | start | reload | rollback | error
+    action: str  # noop | start | reload | runtime | rollback | error
     error: HaproxyK8sError | None = None
+    runtime_changes: int = 0
+    reload_reason: str = ""
     seconds: float = 0.0
     alerts: list[str] = field(default_factory=list)
 
@@ -59,6 +65,8 @@ class Applier:
         self.promex = promex
         self.applied: Config | None = None  # the desired state HAProxy runs now
         self.master = HaproxyMaster(self.binary, self.paths, haproxy_env(config))
+        self.admin = AdminSocket(self.paths.admin_socket)
+        self.ops = RuntimeOps(self.admin)
 
     # -- public ------------------------------------------------------------
     def apply(self) -> ApplyOutcome:
@@ -85,7 +93,31 @@ class Applier:
         self._validate_candidate(text)
         if not self.master.alive():
             return self._start(config)
-        return self._reload(config)
+        plan = make_plan(self.applied, config)
+        if plan.kind == RUNTIME:
+            try:
+                return self._apply_runtime(config, plan.changes)
+            except RuntimeApiError as e:
+                log.warning("runtime change failed, reloading instead: %s", e)
+                plan = dataclasses.replace(plan, reason=f"runtime change failed: {e}")
+        outcome = self._reload(config)
+        outcome.reload_reason = plan.reason
+        return outcome
+
+    def _apply_runtime(self, config: Config, changes: tuple[NodeChange, ...]) -> ApplyOutcome:
+        """Node changes through the admin socket, read back and compared.
+
+        The validated file is still published, so the next reload agrees
+        with what HAProxy runs now.
+        """
+        self.ops.apply(changes, opstate.load(self.paths.operator_state))
+        problems = self.ops.mismatches(config)
+        if problems:
+            raise RuntimeApiError("state read back differs: " + "; ".join(problems))
+        publish(self.paths.candidate, self.paths.config)
+        write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
+        self.applied = config
+        return ApplyOutcome("runtime", runtime_changes=len(changes))
 
     def _check_fixed_settings(self, config: Config) -> None:
         # The state dir and binary belong to the running master: changing them
@@ -117,15 +149,18 @@ class Applier:
         self.master.start()
         write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
         self.applied = config
+        self.reapply_admin_states()
         return ApplyOutcome("start")
 
     def _reload(self, config: Config) -> ApplyOutcome:
         self._save_server_state(config)
         publish(self.paths.candidate, self.paths.config)
         result = self.master.reload()
+        self.ops.forget_pending()
         if result.ok:
             write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
             self.applied = config
+            self.reapply_admin_states()
             return ApplyOutcome("reload")
         return self._rollback(result.alerts)
 
@@ -139,12 +174,28 @@ class Applier:
             detail += " (and the rollback reload failed too; the old worker keeps serving)"
         return ApplyOutcome("rollback", ProcessError(f"reload failed: {detail}"), alerts=alerts)
 
+    def reapply_admin_states(self) -> None:
+        """Put operator drain/maint back on servers (after a start, restart or reload)."""
+        if self.applied is None:
+            return
+        states = opstate.load(self.paths.operator_state)
+        for cluster in self.applied.clusters:
+            for node in cluster.nodes:
+                state = states.get(f"{cluster.name}/{node.name}")
+                if state is None:
+                    continue
+                try:
+                    self.ops.run(f"set server {cluster.backend}/{node.name} state {state}")
+                except RuntimeApiError as e:
+                    log.warning("cannot restore %s on %s/%s: %s", state, cluster.name,
+                                node.name, e)
+
     def _save_server_state(self, config: Config) -> None:
         """Dump health/admin state for the reload, minus servers whose address moved."""
         if not config.haproxy.server_state:
             return
         try:
-            dump = AdminSocket(self.paths.admin_socket).command("show servers state")
+            dump = self.admin.command("show servers state")
         except RuntimeApiError as e:
             log.warning("cannot save server state before reload: %s", e)
             return

@@ -127,6 +127,30 @@ def _report_apply(daemon: dict[str, Any]) -> int:
     return _fail(f"apply failed: {where}{error.get('message')}")
 
 
+def cmd_admin_state(args: argparse.Namespace) -> int:
+    """drain / ready / maint: set a node's admin state and remember it."""
+    from .adminstate import parse_target, set_admin_state, wait_drained
+    from .schema import parse_duration
+
+    try:
+        target = parse_target(args.target)
+        timeout = parse_duration(args.timeout) / 1000
+    except ValueError as e:
+        return _fail(str(e), 2)
+    paths = _state_paths(args)
+    try:
+        set_admin_state(paths, target, args.state)
+        print(f"{target}: {args.state}")
+        if args.state != "ready" and args.wait:
+            left = wait_drained(paths, target, timeout)
+            if left:
+                return _fail(f"{target}: {left} sessions still open after {args.timeout}")
+            print(f"{target}: no sessions left")
+    except HaproxyK8sError as e:
+        return _fail(str(e), 3 if "connect" in str(e) else 1)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -158,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--state-dir", help="override haproxy.state_dir")
     reload.add_argument("--timeout", type=float, default=60.0)
     reload.set_defaults(func=cmd_reload)
+    for state, text in (("drain", "stop new connections to a node; existing ones finish"),
+                        ("ready", "put a node back into service"),
+                        ("maint", "take a node out of service at once")):
+        verb = sub.add_parser(state, parents=[common], help=text)
+        verb.add_argument("target", metavar="CLUSTER/NODE")
+        verb.add_argument("--state-dir", help="override haproxy.state_dir")
+        if state != "ready":
+            verb.add_argument("--wait", action="store_true",
+                              help="return once the node has no sessions left")
+            verb.add_argument("--timeout", default="5m", help="with --wait (default 5m)")
+        verb.set_defaults(func=cmd_admin_state, state=state, wait=False, timeout="5m")
     demo = sub.add_parser("demo", help="run a local demo: stand-in apiservers behind HAProxy")
     demo.add_argument("--duration", type=float, default=None,
                       help="stop after this many seconds (default: until Ctrl-C)")

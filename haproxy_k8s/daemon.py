@@ -178,6 +178,7 @@ class Daemon:
             log.error("apply (%s) failed: %s", reason, outcome.error)
             return
         self.state.last_error = None
+        self.state.runtime_changes += outcome.runtime_changes
         if outcome.action != "noop":
             self.state.generation += 1
             self.state.applied_at = utc_now()
@@ -245,6 +246,8 @@ class Daemon:
             self._restart_master()
         elif master.alive() and now - self._next_restart > 60:
             self._backoff = 1.0
+        if master.alive():
+            self.applier.ops.tick()
         self._poll_stats()
         self.write_status()
         self._ping_watchdog(now)
@@ -260,6 +263,7 @@ class Daemon:
         assert self.applier is not None
         try:
             self.applier.master.start()
+            self.applier.reapply_admin_states()
         except HaproxyK8sError as e:
             self.state.record_error(e.record())
             log.error("restart failed: %s", e)
@@ -289,7 +293,8 @@ class Daemon:
                        "last_apply": self.state.last_apply,
                        "config_dir": str(self.config_dir),
                        "haproxy_restarts": self.state.haproxy_restarts,
-                       "config_errors": self.state.config_errors},
+                       "config_errors": self.state.config_errors,
+                       "runtime_changes": self.state.runtime_changes},
             "haproxy": {"pid": master.pid if master.alive() else None,
                         "version": self.version,
                         "reloads": table.master.reloads if table else None,

@@ -586,3 +586,17 @@ def _conflict(path: KeyPath, bind: Bind, other_path: KeyPath, other: Bind,
         file=_file_for(path, prov),
         key=dotted_key(path),
     )
+
+
+def parse_duration(text: str) -> int:
+    """A duration string (`30s`, `2m`) in milliseconds; ValueError when invalid."""
+    try:
+        return _duration(allow_zero=True)(text)
+    except _Invalid as e:
+        raise ValueError(str(e)) from None
+
+
+def is_valid_name(kind: str, name: str) -> bool:
+    """Whether `name` is a valid cluster (kind "cluster") or node name."""
+    pattern = _CLUSTER_NAME if kind == "cluster" else _DOTTED_NAME
+    return bool(pattern.fullmatch(name)) and len(name) <= 253

@@ -33,6 +33,7 @@ class DaemonState:
     failed_reloads: int = 0
     haproxy_restarts: int = 0
     config_errors: int = 0
+    runtime_changes: int = 0
     last_apply: dict[str, Any] = field(default_factory=dict)
 
     def record_error(self, error: dict[str, Any]) -> None:

@@ -135,6 +135,8 @@ class DaemonProcess:
 
     def stop(self) -> None:
         """SIGTERM the daemon (it stops HAProxy), then make sure nothing is left."""
+        # pytest shows captured output only for a failing test: the daemon's log then.
+        print(f"--- daemon log tail ({self.log}) ---\n{self.log_text()[-6000:]}")
         haproxy = self.haproxy_pid
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
