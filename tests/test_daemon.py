@@ -150,3 +150,22 @@ def test_check_and_render_without_daemon(short_tmp: Path) -> None:
     bad = cli("check", "--config-dir", str(config.root))
     assert bad.returncode == 1
     assert "conf.d/20-bad.toml" in bad.stderr and "port" in bad.stderr
+
+
+def test_run_on_empty_directory_fails_clearly(short_tmp: Path) -> None:
+    (short_tmp / "conf.d").mkdir()
+    result = cli("run", "--config-dir", str(short_tmp), timeout=30)
+    assert result.returncode == 1
+    assert "no clusters configured" in result.stderr
+    assert "conf.d" in result.stderr
+
+
+def test_start_with_broken_drop_in_serves_last_published_config(
+        setup: tuple[ConfigDir, DaemonProcess, int]) -> None:
+    config, daemon, port = setup
+    daemon.stop()
+    config.write("30-bad.toml", "[clusters.cluster-0.nodes.m9]\naddress = 'not an address'\n")
+    daemon.start()
+    assert set(spread(port, 15)) == {"m1", "m2", "m3"}
+    error = daemon.status()["daemon"]["last_error"]
+    assert error["file"] == "conf.d/30-bad.toml"

@@ -1,0 +1,39 @@
+"""Debounce: quiet time after the last change, but never longer than the ceiling."""
+
+from __future__ import annotations
+
+from haproxy_k8s.daemon import Debouncer
+
+
+def due(d: Debouncer, now: float) -> float:
+    value = d.due_in(now)
+    assert value is not None
+    return round(value, 6)
+
+
+def test_nothing_pending() -> None:
+    assert Debouncer(0.2, 2.0).due_in(10.0) is None
+
+
+def test_quiet_time_after_last_change() -> None:
+    d = Debouncer(0.2, 2.0)
+    d.touch(10.0)
+    d.touch(10.1)
+    assert due(d, 10.1) == 0.2
+    assert due(d, 10.3) <= 0
+
+
+def test_constant_stream_still_applies_at_the_ceiling() -> None:
+    d = Debouncer(0.2, 2.0)
+    t = 10.0
+    while t < 12.5:
+        d.touch(t)
+        t += 0.1
+    assert due(d, t) <= 0  # 2 s after the first change
+
+
+def test_clear() -> None:
+    d = Debouncer(0.2, 2.0)
+    d.touch(1.0)
+    d.clear()
+    assert d.due_in(5.0) is None
