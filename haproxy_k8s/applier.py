@@ -155,7 +155,13 @@ class Applier:
     def _reload(self, config: Config) -> ApplyOutcome:
         self._save_server_state(config)
         publish(self.paths.candidate, self.paths.config)
-        result = self.master.reload()
+        try:
+            result = self.master.reload()
+        except HaproxyK8sError:
+            # The master could not be asked: keep the published file equal to
+            # what runs, or the next apply would take the new file for applied.
+            self._restore_last_good()
+            raise
         self.ops.forget_pending()
         if result.ok:
             write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
@@ -167,12 +173,15 @@ class Applier:
     def _rollback(self, alerts: list[str]) -> ApplyOutcome:
         """Put the last good config back and reload onto it."""
         log.error("reload failed, rolling back: %s", "; ".join(alerts) or "no detail")
-        write_atomic(self.paths.config, self.paths.last_good.read_bytes(), mode=0o640)
+        self._restore_last_good()
         back = self.master.reload()
         detail = "; ".join(alerts) or "HAProxy refused the new config"
         if not back.ok:
             detail += " (and the rollback reload failed too; the old worker keeps serving)"
         return ApplyOutcome("rollback", ProcessError(f"reload failed: {detail}"), alerts=alerts)
+
+    def _restore_last_good(self) -> None:
+        write_atomic(self.paths.config, self.paths.last_good.read_bytes(), mode=0o640)
 
     def reapply_admin_states(self) -> None:
         """Put operator drain/maint back on servers (after a start, restart or reload)."""
