@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .applier import haproxy_env
 from .errors import HaproxyK8sError
 from .loader import load_config, state_dir_hint
 from .model import DEFAULT_CONFIG_DIR
@@ -50,7 +51,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="haproxy-k8s-check-") as tmp:
             candidate = Path(tmp) / "haproxy.cfg"
             candidate.write_text(render(config))
-            result = check_config(config.haproxy.binary, candidate)
+            # The environment the daemon gives HAProxy (the stats password).
+            result = check_config(config.haproxy.binary, candidate,
+                                  env=haproxy_env(config))
     except HaproxyK8sError as e:
         return _fail(f"{config_dir}: invalid: {e}")
     nodes = sum(len(c.nodes) for c in config.clusters)

@@ -19,12 +19,12 @@ from types import FrameType
 from typing import Any
 
 from .applier import Applier, ApplyOutcome
-from .errors import ConfigError, HaproxyK8sError, RuntimeApiError
+from .errors import ConfigError, HaproxyK8sError, ValidationError
 from .fileio import write_atomic
+from .health import HealthPoller, poll_interval
 from .loader import load_config, state_dir_hint
+from .metrics import MetricsExporter, snapshot_of
 from .model import Config, HaproxySettings
-from .protocol import parse_show_stat
-from .runtime import AdminSocket
 from .status import DaemonState, cluster_view, dumps, utc_now
 from .systemd import Notifier
 from .validate import haproxy_version
@@ -38,7 +38,7 @@ MAX_BACKOFF = 30.0
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # changed | apply | stop
+    kind: str  # changed | apply | stop | health (a node changed state)
     detail: str = ""
 
 
@@ -74,7 +74,10 @@ class Daemon:
         self.version, self.promex = "unknown", True
         self._backoff = 1.0
         self._next_restart = 0.0
-        self._stats: dict[tuple[str, str], dict[str, str]] | None = None
+        # Observers: health polling and our own metrics, started by run().
+        self.health: HealthPoller | None = None
+        self.metrics = MetricsExporter()
+        self._observing = False
         self.debounce = Debouncer(0.2, 2.0)
         self.notifier = Notifier()
         self._watchdog_every = self.notifier.watchdog_interval()
@@ -94,6 +97,9 @@ class Daemon:
         """Adopt or start HAProxy on the first valid config; raise if nothing can serve."""
         config, error = self._initial_config()
         self.applier = Applier(self.config_dir, config, promex=self._detect(config))
+        # A transition wakes the main loop, so status.json follows it at once.
+        self.health = HealthPoller(self.applier.paths.admin_socket,
+                                   on_change=lambda: self.post("health"))
         self._write_pid()
         adopted = self.applier.master.adopt()
         if adopted is not None:
@@ -171,7 +177,7 @@ class Daemon:
                                  "ok": outcome.ok, "seconds": round(outcome.seconds, 4)}
         if outcome.error is not None:
             self.state.record_error(outcome.error.record())
-            if isinstance(outcome.error, ConfigError):
+            if isinstance(outcome.error, ConfigError | ValidationError):
                 self.state.config_errors += 1
             if outcome.action == "rollback":
                 self.state.failed_reloads += 1
@@ -179,6 +185,8 @@ class Daemon:
             return
         self.state.last_error = None
         self.state.runtime_changes += outcome.runtime_changes
+        if outcome.action == "reload":
+            self.state.reloads += 1
         if outcome.action != "noop":
             self.state.generation += 1
             self.state.applied_at = utc_now()
@@ -191,6 +199,7 @@ class Daemon:
         if applied is not None:
             self.debounce.quiet = applied.watch.debounce_ms / 1000
             self.debounce.max_wait = applied.watch.max_wait_ms / 1000
+        self._sync_observers()
 
     def _error_text(self) -> str:
         return str((self.state.last_error or {}).get("message", ""))
@@ -202,11 +211,33 @@ class Daemon:
         self.start()
         watcher = DirWatcher(self.config_dir, lambda path: self.post("changed", path))
         watcher.start()
+        self._start_observers()
         try:
             self._loop()
         finally:
             watcher.stop()
+            self._stop_observers()
             self.shutdown()
+
+    def _start_observers(self) -> None:
+        assert self.health is not None
+        self._observing = True
+        self._sync_observers()
+        self.health.start()
+
+    def _sync_observers(self) -> None:
+        """Follow the applied config: poll as fast as it checks, serve metrics on its bind."""
+        applied = self.applier.applied if self.applier is not None else None
+        if self.health is not None:
+            self.health.interval = poll_interval(applied)
+        if self._observing and applied is not None:
+            self.metrics.serve(applied.metrics.bind)
+
+    def _stop_observers(self) -> None:
+        self._observing = False
+        if self.health is not None:
+            self.health.stop()
+        self.metrics.close()
 
     def _loop(self) -> None:
         while True:
@@ -248,7 +279,6 @@ class Daemon:
             self._backoff = 1.0
         if master.alive():
             self.applier.ops.tick()
-        self._poll_stats()
         self.write_status()
         self._ping_watchdog(now)
 
@@ -268,22 +298,14 @@ class Daemon:
             self.state.record_error(e.record())
             log.error("restart failed: %s", e)
 
-    def _poll_stats(self) -> None:
-        assert self.applier is not None
-        try:
-            text = AdminSocket(self.applier.paths.admin_socket, timeout=2.0).command("show stat")
-            rows = parse_show_stat(text)
-        except (RuntimeApiError, ValueError):
-            self._stats = None
-            return
-        self._stats = {(r["pxname"], r["svname"]): r for r in rows}
-
     # -- status ----------------------------------------------------------------
     def status_doc(self) -> dict[str, Any]:
         assert self.applier is not None
         master = self.applier.master
         table = master.try_proc_table() if master.alive() else None
         config = self.applier.applied
+        health = self.health.latest() if self.health is not None else None
+        rows = health.rows if health is not None else None
         return {
             "daemon": {"pid": self.state.pid, "running": True,
                        "generation": self.state.generation,
@@ -300,14 +322,17 @@ class Daemon:
                         "reloads": table.master.reloads if table else None,
                         "failed_reloads": self.state.failed_reloads,
                         "workers": sorted(table.worker_pids) if table else [],
-                        "reachable": table is not None},
-            "clusters": cluster_view(config, self._stats) if config else [],
+                        "reachable": table is not None and rows is not None,
+                        "prometheus_exporter": self.promex},
+            "clusters": cluster_view(config, rows) if config else [],
         }
 
     def write_status(self) -> None:
         """Publish status.json when it changed (readers never see a partial file)."""
         assert self.applier is not None
-        text = dumps(self.status_doc())
+        doc = self.status_doc()
+        self.metrics.publish(snapshot_of(self.state, doc))
+        text = dumps(doc)
         if text != self._last_status:
             write_atomic(self.applier.paths.status, text, durable=False)
             self._last_status = text

@@ -68,6 +68,9 @@ class ClusterSettings:
     check_interval_ms: int = 2_000
     fast_interval_ms: int = 500
     down_interval_ms: int = 5_000
+    # How long one check may take once connected (TLS handshake and /readyz reply
+    # included); connecting is bounded by min(connect_timeout, check_interval).
+    check_timeout_ms: int = 5_000
     fall: int = 3
     rise: int = 2
     connect_timeout_ms: int = 10_000

@@ -310,6 +310,7 @@ _CLUSTER_SETTINGS: dict[str, tuple[str, Parser]] = {
     "check_interval": ("check_interval_ms", _duration()),
     "fast_interval": ("fast_interval_ms", _duration()),
     "down_interval": ("down_interval_ms", _duration()),
+    "check_timeout": ("check_timeout_ms", _duration()),
     "connect_timeout": ("connect_timeout_ms", _duration()),
     "client_timeout": ("client_timeout_ms", _duration()),
     "server_timeout": ("server_timeout_ms", _duration()),

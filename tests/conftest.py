@@ -28,7 +28,7 @@ CHILD_GRACE = 3.0
 THREAD_GRACE = 2.0
 # Daemon threads are not leak-checked in general (libraries park some for the whole
 # session), but these are ours and must end with the object that started them.
-CHECKED_DAEMON_THREAD_PREFIXES: tuple[str, ...] = ("standin-",)
+CHECKED_DAEMON_THREAD_PREFIXES: tuple[str, ...] = ("standin-", "haproxy-k8s-")
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,8 @@ shaped = st.fixed_dictionaries({}, optional={
 
 # A valid value for each key, by the kind of value it takes.
 VALID_BY_KEY: dict[str, tuple[Any, ...]] = {
-    **dict.fromkeys(["check_interval", "fast_interval", "down_interval", "connect_timeout",
+    **dict.fromkeys(["check_interval", "fast_interval", "down_interval", "check_timeout",
+                     "connect_timeout",
                      "client_timeout", "server_timeout", "client_fin_timeout",
                      "server_fin_timeout", "hard_stop_after", "debounce", "max_wait"],
                     ("2s", "500ms", "1m")),

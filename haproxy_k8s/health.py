@@ -1,0 +1,201 @@
+"""The health poller: reads `show stat` from HAProxy's admin socket on an interval.
+
+It keeps the latest per-server rows behind a lock, for status.json and the
+metrics, and logs each server's state transition once
+(`cluster-0/m1 UP → DOWN (L4CON: Connection refused)`). It only reads: the
+daemon's main loop stays the one place that changes HAProxy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RuntimeApiError
+from .model import Config
+from .protocol import parse_show_stat
+from .runtime import AdminSocket
+from .status import BACKEND_PREFIX, StatRow, StatRows, check_reason, node_state
+
+log = logging.getLogger(__name__)
+
+ServerKey = tuple[str, str]  # (backend, server)
+
+# Poll at the fastest check interval, within these bounds: faster than HAProxy
+# checks tells nothing new, slower than a second makes `status` lag.
+MIN_INTERVAL, MAX_INTERVAL = 0.25, 1.0
+# A reload can make the admin socket refuse a connection for a moment; only
+# this many failed polls in a row are worth a warning.
+UNREACHABLE_AFTER = 3
+THREAD_NAME = "haproxy-k8s-health"
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    """One poll: `rows` is None when the admin socket could not be read."""
+
+    rows: StatRows | None = None
+    taken_at: float = 0.0  # time.monotonic(); 0 before the first poll
+    error: str | None = "not polled yet"
+
+    @property
+    def reachable(self) -> bool:
+        return self.rows is not None
+
+
+def poll_interval(config: Config | None) -> float:
+    """Seconds between polls for `config`: its fastest check interval, bounded."""
+    if config is None or not config.clusters:
+        return MAX_INTERVAL
+    fastest = min(c.settings.check_interval_ms for c in config.clusters) / 1000
+    return min(MAX_INTERVAL, max(MIN_INTERVAL, fastest))
+
+
+def read_stats(admin_socket: Path, timeout: float = 2.0) -> dict[ServerKey, StatRow]:
+    """`show stat`, keyed by (proxy, server); raises RuntimeApiError."""
+    try:
+        rows = parse_show_stat(AdminSocket(admin_socket, timeout).command("show stat"))
+    except ValueError as e:
+        raise RuntimeApiError(f"{admin_socket}: {e}") from e
+    return {(r.get("pxname", ""), r.get("svname", "")): r for r in rows}
+
+
+def server_label(key: ServerKey) -> str:
+    """`cluster-0/m1` for our backends; HAProxy's own names for anything else."""
+    backend, server = key
+    cluster = backend[len(BACKEND_PREFIX):] if backend.startswith(BACKEND_PREFIX) else backend
+    return f"{cluster}/{server}"
+
+
+def is_managed_server(key: ServerKey) -> bool:
+    backend, server = key
+    return backend.startswith(BACKEND_PREFIX) and server not in ("FRONTEND", "BACKEND")
+
+
+def describe(key: ServerKey, before: str | None, row: StatRow) -> str:
+    """The log line for one server whose state is new or changed."""
+    after = node_state(row)
+    reason = _reason(after, row)
+    head = f"{server_label(key)} is {after}" if before is None else \
+        f"{server_label(key)} {before} → {after}"
+    return f"{head} ({reason})" if reason else head
+
+
+def _reason(state: str, row: StatRow) -> str:
+    # MAINT and DRAIN are set by an operator (or a failed DNS lookup, which
+    # the status text names); the last check does not explain them.
+    if state in ("MAINT", "DRAIN"):
+        status = row.get("status", "")
+        return status if status not in ("MAINT", "DRAIN") else ""
+    reason, detail = check_reason(row), row.get("last_chk", "")
+    if reason == "INI":  # HAProxy's placeholder until the first check completes
+        return "first check pending"
+    return f"{reason}: {detail}" if reason and detail else reason
+
+
+def transitions(states: Mapping[ServerKey, str],
+                rows: StatRows) -> list[tuple[ServerKey, str | None, StatRow]]:
+    """Managed servers whose state differs from `states` (None: first seen)."""
+    changed = []
+    for key, row in sorted(rows.items()):
+        if is_managed_server(key) and states.get(key) != node_state(row):
+            changed.append((key, states.get(key), row))
+    return changed
+
+
+class HealthPoller:
+    """Polls on its own thread; `latest()` is safe from any thread."""
+
+    def __init__(self, admin_socket: Path, interval: float = MAX_INTERVAL, *,
+                 timeout: float = 2.0, on_change: Callable[[], None] | None = None) -> None:
+        self.admin_socket = admin_socket
+        self.interval = interval  # read every round: the daemon may change it after an apply
+        self.timeout = timeout
+        self.on_change = on_change  # called (on the poller thread) after a transition
+        self._snapshot = HealthSnapshot()
+        self._lock = threading.Lock()  # guards _snapshot
+        self._poll_lock = threading.Lock()  # one poll at a time: _states is shared
+        self._states: dict[ServerKey, str] = {}
+        self._failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("health poller already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop and join the thread; a poll in progress ends within `self.timeout`."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("health poller did not stop within %.0fs", timeout)
+            self._thread = None
+        # Nobody watches any more: readers must not take the last rows for news.
+        with self._lock:
+            self._snapshot = HealthSnapshot(None, time.monotonic(), "health poller stopped")
+
+    def _run(self) -> None:
+        # The stop Event doubles as the sleep, so stop() never waits a full interval.
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception:  # a bug here must not end health reporting for good
+                log.exception("health poll failed")
+            self._stop.wait(self.interval)
+
+    # -- polling -------------------------------------------------------------
+    def latest(self) -> HealthSnapshot:
+        with self._lock:
+            return self._snapshot
+
+    def poll(self) -> HealthSnapshot:
+        """Read `show stat` once, publish the snapshot and log transitions."""
+        with self._poll_lock:
+            try:
+                rows = read_stats(self.admin_socket, self.timeout)
+            except RuntimeApiError as e:
+                return self._publish(HealthSnapshot(None, time.monotonic(), str(e)))
+            changed = self._note(rows)
+            snapshot = self._publish(HealthSnapshot(rows, time.monotonic(), None))
+        if changed and self.on_change is not None:
+            self.on_change()
+        return snapshot
+
+    def _publish(self, snapshot: HealthSnapshot) -> HealthSnapshot:
+        if snapshot.reachable:
+            if self._failures >= UNREACHABLE_AFTER:
+                log.info("HAProxy's admin socket answers again")
+            self._failures = 0
+        else:
+            self._failures += 1
+            if self._failures == UNREACHABLE_AFTER:
+                log.warning("cannot read HAProxy's stats: %s", snapshot.error)
+        with self._lock:
+            self._snapshot = snapshot
+        return snapshot
+
+    def _note(self, rows: StatRows) -> bool:
+        """Log and remember every state change; forget servers that are gone.
+
+        Servers keep their last state while HAProxy is unreachable, so a
+        restart that changes nothing logs nothing.
+        """
+        changed = transitions(self._states, rows)
+        for key, before, row in changed:
+            after = node_state(row)
+            level = logging.WARNING if after in ("DOWN", "NOLB", "UNKNOWN") else logging.INFO
+            log.log(level, "%s", describe(key, before, row))
+            self._states[key] = after
+        for key in [k for k in self._states if k not in rows]:
+            del self._states[key]
+        return bool(changed)

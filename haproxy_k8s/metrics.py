@@ -1,0 +1,182 @@
+"""The daemon's own Prometheus metrics, served with prometheus_client on `metrics.bind`.
+
+The daemon's main loop publishes an immutable snapshot after every round; a
+custom collector in a registry of our own renders whatever snapshot is the
+latest when a scrape comes in. No global, mutable metric objects: the only
+shared state is one lock-protected reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .model import Bind
+from .status import DaemonState, parse_utc, state_counts
+
+log = logging.getLogger(__name__)
+
+THREAD_NAME = "haproxy-k8s-metrics"
+# How often the serving thread looks for a shutdown request: bounds close().
+SHUTDOWN_POLL = 0.1
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    generation: int = 0
+    reloads: int = 0
+    failed_reloads: int = 0
+    last_apply_unix: float | None = None
+    config_errors: int = 0
+    haproxy_restarts: int = 0
+    runtime_changes: int = 0
+    haproxy_up: bool = False
+    backend_servers: tuple[tuple[str, str, int], ...] = ()  # (cluster, state, count)
+
+
+def snapshot_of(state: DaemonState, doc: Mapping[str, Any]) -> MetricsSnapshot:
+    """The metrics for the daemon's state and its status document."""
+    counts = state_counts(list(doc.get("clusters", [])))
+    return MetricsSnapshot(
+        generation=state.generation,
+        reloads=state.reloads,
+        failed_reloads=state.failed_reloads,
+        last_apply_unix=parse_utc(state.applied_at),
+        config_errors=state.config_errors,
+        haproxy_restarts=state.haproxy_restarts,
+        runtime_changes=state.runtime_changes,
+        haproxy_up=bool(doc.get("haproxy", {}).get("reachable")),
+        backend_servers=tuple((c, s, n) for (c, s), n in sorted(counts.items())),
+    )
+
+
+class SnapshotCollector(Collector):
+    """Renders the snapshot `source()` returns at scrape time."""
+
+    def __init__(self, source: Callable[[], MetricsSnapshot]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._source()
+        reloads = CounterMetricFamily(
+            "haproxy_k8s_reloads", "HAProxy reloads; failure: HAProxy refused the new config "
+            "and the last good one was restored", labels=["result"])
+        reloads.add_metric(["success"], s.reloads)
+        reloads.add_metric(["failure"], s.failed_reloads)
+        yield reloads
+        yield GaugeMetricFamily("haproxy_k8s_config_generation",
+                                "Generation of the config HAProxy runs (+1 per applied change)",
+                                value=s.generation)
+        yield GaugeMetricFamily("haproxy_k8s_last_apply_timestamp_seconds",
+                                "Unix time the running config was applied (0: never)",
+                                value=s.last_apply_unix or 0)
+        yield CounterMetricFamily("haproxy_k8s_config_errors",
+                                  "Applies refused because a drop-in or the rendered config "
+                                  "was invalid", value=s.config_errors)
+        yield CounterMetricFamily("haproxy_k8s_haproxy_restarts",
+                                  "Times the HAProxy master exited and was started again",
+                                  value=s.haproxy_restarts)
+        yield CounterMetricFamily("haproxy_k8s_runtime_changes",
+                                  "Server changes applied through the runtime API, "
+                                  "without a reload", value=s.runtime_changes)
+        yield GaugeMetricFamily("haproxy_k8s_haproxy_up",
+                                "Whether HAProxy answers on its sockets (1) or not (0)",
+                                value=1 if s.haproxy_up else 0)
+        yield _backend_servers(s)
+
+
+def _backend_servers(s: MetricsSnapshot) -> GaugeMetricFamily:
+    family = GaugeMetricFamily("haproxy_k8s_backend_servers",
+                               "Nodes per cluster and state (UP, DOWN, NOLB, MAINT, DRAIN, "
+                               "UNKNOWN)", labels=["cluster", "state"])
+    for cluster, state, count in s.backend_servers:
+        family.add_metric([cluster, state], count)
+    return family
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a stuck scraper must not hold up the daemon's exit
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics: " + format, *args)
+
+
+class MetricsExporter:
+    """The latest snapshot, the registry over it, and the HTTP server serving it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshot = MetricsSnapshot()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(self.latest))
+        self.bind: Bind | None = None
+        self._httpd: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def publish(self, snapshot: MetricsSnapshot) -> None:
+        with self._lock:
+            self._snapshot = snapshot
+
+    def latest(self) -> MetricsSnapshot:
+        with self._lock:
+            return self._snapshot
+
+    def exposition(self) -> bytes:
+        """The text format, as a scrape would get it."""
+        data: bytes = generate_latest(self.registry)
+        return data
+
+    @property
+    def serving(self) -> bool:
+        return self._httpd is not None
+
+    def serve(self, bind: Bind | None) -> None:
+        """Serve on `bind` (None: stop). A no-op when already serving there.
+
+        A bind that fails is logged, not raised: metrics must never stop the
+        daemon from keeping HAProxy up. The next call tries again.
+        """
+        if self._httpd is not None and bind == self.bind:
+            return
+        self.close()
+        self.bind = bind
+        if bind is None:
+            return
+        server_class = _Server6 if bind.is_ipv6 else _Server
+        try:
+            httpd = make_server(bind.host, bind.port, make_wsgi_app(self.registry),
+                                server_class, _QuietHandler)
+        except OSError as e:
+            log.error("cannot serve metrics on %s: %s", bind, e.strerror or e)
+            return
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, args=(SHUTDOWN_POLL,),
+                                        name=THREAD_NAME, daemon=True)
+        self._thread.start()
+        log.info("serving metrics on http://%s/metrics", bind)
+
+    def close(self) -> None:
+        """Stop serving and join the server thread. Idempotent."""
+        httpd, thread = self._httpd, self._thread
+        self._httpd = self._thread = None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if thread is not None:
+            thread.join()

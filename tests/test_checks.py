@@ -1,0 +1,147 @@
+"""Health-check modes for kube-apiservers, against the real HAProxy and TLS stand-ins."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+from conftest import StandInFactory
+from haproxyutil import cluster, config, running, settings
+from helpers import wait_until
+
+from haproxy_k8s.certs import CertBundle, make_certs, make_client_cert
+from haproxy_k8s.errors import ValidationError
+from haproxy_k8s.health import read_stats
+from haproxy_k8s.model import Bind, Node, StatsSettings
+from haproxy_k8s.paths import StatePaths
+from haproxy_k8s.render import STATS_PASSWORD_ENV, render, server_params
+from haproxy_k8s.status import check_reason, node_state
+from haproxy_k8s.validate import check_config, haproxy_version
+
+pytestmark = pytest.mark.usefixtures("haproxy_bin")
+
+
+def test_every_check_mode_against_real_tls(
+        haproxy_bin: str, short_tmp: Path, certs: CertBundle,
+        standin_factory: StandInFactory, tmp_path: Path) -> None:
+    plain = standin_factory("plain", tls=False)
+    tls = standin_factory("tls")
+    mtls = standin_factory("mtls", require_client_cert=True)  # --anonymous-auth=false
+    failing = standin_factory("failing")
+    failing.readyz_status = 500
+    client = make_client_cert(tmp_path / "client", certs, "system:haproxy-check")
+    other_ca = make_certs(tmp_path / "other-ca", ["127.0.8.11"]).ca_file
+    ca = str(certs.ca_file)
+    # cluster name -> (check settings, node, expected state, expected check status)
+    cases = {
+        "tcp": (settings(check="tcp"), plain, "UP", "L4OK"),
+        "tls": (settings(check="tls"), tls, "UP", "L6OK"),
+        "tls-on-plain": (settings(check="tls"), plain, "DOWN", "L6RSP"),
+        "https": (settings(), tls, "UP", "L7OK/200"),
+        "https-on-plain": (settings(), plain, "DOWN", "L6RSP"),
+        "https-ca": (settings(ca_file=ca), tls, "UP", "L7OK/200"),
+        "https-wrong-ca": (settings(ca_file=str(other_ca)), tls, "DOWN", "L6RSP"),
+        "https-no-cert": (settings(ca_file=ca), mtls, "DOWN", "SOCKERR"),
+        "https-cert": (settings(ca_file=ca, client_cert=str(client)), mtls, "UP", "L7OK/200"),
+        "https-500": (settings(), failing, "DOWN", "L7STS/500"),
+        "https-livez": (settings(check_path="/livez"), failing, "UP", "L7OK/200"),
+    }
+    clusters = [cluster(name, [node], s) for name, (s, node, _, _) in cases.items()]
+    expected = {(f"be_{name}", node.name): (state, status)
+                for name, (_, node, state, status) in cases.items()}
+    with running(config(haproxy_bin, short_tmp / "state", clusters)) as paths:
+        def seen() -> dict[tuple[str, str], tuple[str, str]]:
+            rows = read_stats(paths.admin_socket)
+            return {key: (node_state(rows[key]), check_reason(rows[key])) for key in expected}
+
+        wait_until(lambda: seen() == expected, timeout=5.0,
+                   message=f"every check mode gives its expected state {expected}")
+    # The https checks really asked for the configured path.
+    assert tls.requests["/readyz"] > 0 and mtls.requests["/readyz"] > 0
+    assert failing.requests["/livez"] > 0
+
+
+def test_client_traffic_is_not_terminated(haproxy_bin: str, short_tmp: Path,
+                                          standin_factory: StandInFactory,
+                                          certs: CertBundle) -> None:
+    """check-ssl is for checks only: the client does TLS with the apiserver itself."""
+    from helpers import https_get
+
+    node = standin_factory("m1")
+    c = cluster("c0", [node])
+    with running(config(haproxy_bin, short_tmp / "state", [c])):
+        # Verified against the stand-in CA with the balancer's address as the name:
+        # only the apiserver's own certificate (SAN 127.0.8.1) can pass this.
+        status, _ = https_get(c.binds[0].host, c.binds[0].port, "/version",
+                              ca_file=certs.ca_file)
+    assert status == 200
+
+
+@pytest.mark.parametrize(("check", "present", "absent"), [
+    ("tcp", [], ["check-ssl", "verify", "crt "]),
+    ("tls", ["check-ssl", "verify none"], ["crt "]),
+    ("https", ["check-ssl", "verify none"], ["crt "]),
+])
+def test_server_params_by_mode(check: str, present: list[str], absent: list[str]) -> None:
+    params = server_params(settings(check=check), Node("m1", "10.0.0.1"))
+    for word in ["check", "inter 300ms", "fastinter 200ms", "downinter 300ms", "fall 2",
+                 "rise 1", "on-marked-down shutdown-sessions", *present]:
+        assert word in params
+    for word in absent:
+        assert word not in params
+    # Client traffic is never TLS-terminated or sent PROXY protocol.
+    assert " ssl" not in f" {params}".replace("check-ssl", "") and "send-proxy" not in params
+
+
+def test_ca_file_and_client_cert_params() -> None:
+    params = server_params(settings(ca_file="/etc/k8s/ca.crt", client_cert="/etc/k8s/hc.pem"),
+                           Node("m1", "10.0.0.1"))
+    assert "ca-file /etc/k8s/ca.crt verify required" in params
+    assert "crt /etc/k8s/hc.pem" in params and "verify none" not in params
+
+
+def test_backend_carries_the_apiserver_settings(short_tmp: Path) -> None:
+    c = cluster("c0", [], settings(check_timeout_ms=3000, retries=4))
+    c = dataclasses.replace(c, nodes=(Node("m1", "10.0.0.1"),))
+    text = render(config("haproxy", short_tmp, [c]), drop_privileges=False)
+    backend = text[text.index("backend be_c0"):]
+    for line in ["balance leastconn", "retries 4", "option redispatch 1", "timeout check 3s",
+                 "option httpchk", "http-check send meth GET uri /readyz",
+                 "http-check expect status 200", "option srvtcpka", "timeout server-fin 30s"]:
+        assert line in backend
+
+
+def stats_config(binary: str, state_dir: Path) -> str:
+    stats = StatsSettings(bind=Bind("127.0.8.1", 18404), allow=("127.0.8.0/24",),
+                          user="admin", password_file="/etc/haproxy-k8s/stats.pw")
+    c = dataclasses.replace(cluster("c0", []), nodes=(Node("m1", "127.0.8.10"),))
+    return render(config(binary, state_dir, [c], stats=stats), drop_privileges=False)
+
+
+def test_stats_password_never_rendered_and_required_by_haproxy(haproxy_bin: str,
+                                                               short_tmp: Path) -> None:
+    paths = StatePaths(short_tmp)
+    paths.config.write_text(stats_config(haproxy_bin, short_tmp))
+    assert f'stats auth admin:"${{{STATS_PASSWORD_ENV}}}"' in paths.config.read_text()
+    env = {k: v for k, v in os.environ.items() if k != STATS_PASSWORD_ENV}
+    # Without the password in its environment HAProxy would accept an empty one.
+    with pytest.raises(ValidationError, match="restart haproxy-k8s"):
+        check_config(haproxy_bin, paths.config, env=env)
+    check_config(haproxy_bin, paths.config, env={**env, STATS_PASSWORD_ENV: 'p:"$w'})
+
+
+def test_prometheus_exporter_detected_and_optional(haproxy_bin: str, short_tmp: Path) -> None:
+    stats = StatsSettings(bind=Bind("127.0.8.1", 18404))
+    c = dataclasses.replace(cluster("c0", []), nodes=(Node("m1", "127.0.8.10"),))
+    cfg = config(haproxy_bin, short_tmp, [c], stats=stats)
+    version, promex = haproxy_version(haproxy_bin)
+    assert version.startswith("2.") and promex  # Debian's build has +PROMEX
+    assert "use-service prometheus-exporter" in render(cfg, drop_privileges=False)
+    # Without it the service would be unknown to HAProxy: the line is left out.
+    without = render(cfg, drop_privileges=False, promex=False)
+    assert "prometheus-exporter" not in without
+    paths = StatePaths(short_tmp)
+    paths.config.write_text(without)
+    check_config(haproxy_bin, paths.config)
