@@ -50,10 +50,15 @@ def haproxy_env(config: Config) -> dict[str, str]:
     pw_file = config.stats.password_file
     if pw_file:
         try:
-            env[render_mod.STATS_PASSWORD_ENV] = Path(pw_file).read_text().strip()
+            password = Path(pw_file).read_text().strip()
         except OSError as e:
             raise ConfigError(f"cannot read the password file: {e.strerror}",
                               file=pw_file, key="stats.password_file") from e
+        if not password:
+            # HAProxy would take an empty password as "no password needed".
+            raise ConfigError("the password file is empty", file=pw_file,
+                              key="stats.password_file")
+        env[render_mod.STATS_PASSWORD_ENV] = password
     return env
 
 
