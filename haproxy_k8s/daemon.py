@@ -84,6 +84,7 @@ class Daemon:
         self._watchdog_at = 0.0
         self._ready = False
         self._last_status = ""
+        self._next_supervise = 0.0
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -250,7 +251,12 @@ class Daemon:
                 log.info("stopping on %s", event.detail)
                 return
             self._handle(event)
-            self._supervise()
+            # A burst of file events must not turn into a burst of socket
+            # round trips: supervise once a tick, or at once on news.
+            now = time.monotonic()
+            if now >= self._next_supervise or (event is not None and event.kind == "health"):
+                self._next_supervise = now + TICK
+                self._supervise()
 
     def _handle(self, event: Event | None) -> None:
         now = time.monotonic()
