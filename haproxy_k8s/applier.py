@@ -62,6 +62,16 @@ def haproxy_env(config: Config) -> dict[str, str]:
     return env
 
 
+def ensure_server_state_file(paths: StatePaths) -> None:
+    """Give HAProxy a state file to read even before the first reload dumps one.
+
+    A missing or empty file makes every start and `haproxy -c` warn; a file
+    holding only the format version ("1") means "no saved state".
+    """
+    if not paths.server_state.exists():
+        write_atomic(paths.server_state, "1\n", mode=0o640)
+
+
 class Applier:
     def __init__(self, config_dir: Path, config: Config, *, promex: bool = True) -> None:
         self.config_dir = config_dir
@@ -142,6 +152,7 @@ class Applier:
 
     def _validate_candidate(self, text: str) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
+        ensure_server_state_file(self.paths)
         write_atomic(self.paths.candidate, text, mode=0o640)
         try:
             check_config(self.binary, self.paths.candidate, env=self.master.env)

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .applier import haproxy_env
+from .applier import ensure_server_state_file, haproxy_env
 from .errors import HaproxyK8sError
 from .loader import load_config, state_dir_hint
 from .model import DEFAULT_CONFIG_DIR
 from .paths import StatePaths
 from .process import read_pid
 from .render import render
-from .validate import check_config
+from .validate import check_config, haproxy_version
 
 
 def _config_dir(args: argparse.Namespace) -> Path:
@@ -48,9 +48,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     config_dir = _config_dir(args)
     try:
         config = load_config(config_dir)
+        _, promex = haproxy_version(config.haproxy.binary)
         with tempfile.TemporaryDirectory(prefix="haproxy-k8s-check-") as tmp:
-            candidate = Path(tmp) / "haproxy.cfg"
-            candidate.write_text(render(config))
+            # Sockets and the state file in the temp dir: check touches no live state.
+            paths = StatePaths(Path(tmp))
+            ensure_server_state_file(paths)
+            candidate = paths.candidate
+            candidate.write_text(render(config, paths, promex=promex))
             # The environment the daemon gives HAProxy (the stats password).
             result = check_config(config.haproxy.binary, candidate,
                                   env=haproxy_env(config))

@@ -532,8 +532,8 @@ def _nodes(cluster: _Section) -> tuple[Node, ...]:
     tables = _named_tables(section, "node")
     nodes = tuple(node for node in map(_node, tables) if node is not None)
     if not nodes:
-        what = "every node is disabled" if tables else "no nodes"
-        raise section.error(f"cluster {cluster.name!r} has {what}; it needs at least one")
+        what = "has every node disabled" if tables else "has no nodes"
+        raise section.error(f"cluster {cluster.name!r} {what}; it needs at least one")
     return nodes
 
 

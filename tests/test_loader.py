@@ -262,7 +262,7 @@ BAD_FILES: list[tuple[str, dict[str, Any], str, str | None, str]] = [
     ("last node disabled", {"conf.d/10-c0.toml": CLUSTER,
                             "conf.d/20-off.toml": "[clusters.c0.nodes.m1]\nenabled = false\n"
                                                   "[clusters.c0.nodes.m2]\nenabled = false\n"},
-     "conf.d/20-off.toml", "clusters.c0.nodes", "every node is disabled"),
+     "conf.d/20-off.toml", "clusters.c0.nodes", "has every node disabled"),
     ("missing address", {"conf.d/10-c0.toml": CLUSTER,
                          "conf.d/20-m5.toml": "[clusters.c0.nodes.m5]\nport = 6443\n"},
      "conf.d/20-m5.toml", "clusters.c0.nodes.m5.address", "missing (required)"),

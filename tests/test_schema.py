@@ -309,7 +309,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     # nodes and clusters
     ("cluster without nodes", cluster(nodes=DELETE), "clusters.c0", "cluster has no nodes"),
     ("cluster with zero nodes", cluster(nodes={"m1": DELETE}), "clusters.c0.nodes", "has no nodes"),
-    ("every node disabled", node(enabled=False), "clusters.c0.nodes", "every node is disabled"),
+    ("every node disabled", node(enabled=False), "clusters.c0.nodes", "has every node disabled"),
     ("disabled node still checked", node(enabled=False, port=0), f"{N}.port", "is not a port"),
     ("no clusters", {"clusters": {"c0": DELETE}}, "clusters", "no clusters configured"),
 ]
