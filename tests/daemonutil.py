@@ -94,8 +94,9 @@ class ConfigDir:
 class DaemonProcess:
     """`haproxy-k8s run` in a child process; stop() ends it and any HAProxy it left."""
 
-    def __init__(self, config: ConfigDir) -> None:
+    def __init__(self, config: ConfigDir, **env: str) -> None:
         self.config = config
+        self.env = env
         self.log = config.root / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -104,7 +105,7 @@ class DaemonProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "haproxy_k8s.cli", "run", "--config-dir",
                  str(self.config.root), "--log-level", "debug"],
-                stdout=log, stderr=subprocess.STDOUT, env=child_env())
+                stdout=log, stderr=subprocess.STDOUT, env=child_env(**self.env))
         wait_until(self._started, timeout, message=f"daemon start ({self.log_text()[-2000:]})")
         return self
 
