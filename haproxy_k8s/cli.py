@@ -95,28 +95,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
-def _read_status(paths: StatePaths) -> dict[str, Any]:
-    try:
-        data = json.loads(paths.status.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def cmd_reload(args: argparse.Namespace) -> int:
     """SIGHUP the running daemon and report the outcome of the apply it triggers."""
+    from .statuscmd import read_saved
+
     paths = _state_paths(args)
     pid = read_pid(paths.daemon_pid)
     if pid is None:
         return _fail(f"no running daemon ({paths.daemon_pid} missing)", 3)
-    before = _read_status(paths).get("daemon", {}).get("applies", 0)
+    before = read_saved(paths).get("daemon", {}).get("applies", 0)
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         return _fail(f"daemon pid {pid} is not running", 3)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        daemon = _read_status(paths).get("daemon", {})
+        daemon = read_saved(paths).get("daemon", {})
         if daemon.get("applies", 0) > before:
             return _report_apply(daemon)
         time.sleep(0.05)

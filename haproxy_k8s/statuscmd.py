@@ -39,7 +39,7 @@ SOCKET_TIMEOUT = 2.0
 
 def collect(paths: StatePaths, config_dir: Path) -> tuple[dict[str, Any], int]:
     """The status document (DESIGN.md §1, plus `unreachable`) and its exit code."""
-    saved = _saved(paths)
+    saved = read_saved(paths)
     unreachable: list[str] = []
     daemon = _daemon(paths, saved, unreachable)
     haproxy = _haproxy(paths, saved, unreachable)
@@ -52,7 +52,8 @@ def collect(paths: StatePaths, config_dir: Path) -> tuple[dict[str, Any], int]:
 
 
 # -- sources ------------------------------------------------------------------------------
-def _saved(paths: StatePaths) -> dict[str, Any]:
+def read_saved(paths: StatePaths) -> dict[str, Any]:
+    """The daemon's last status.json, or {} when it is missing or unreadable."""
     try:
         data = json.loads(paths.status.read_text())
     except (OSError, ValueError):
