@@ -81,8 +81,20 @@ class ClusterSettings:
     client_fin_timeout_ms: int = 30_000
     server_fin_timeout_ms: int = 30_000
     tcpka: bool = True
+    # Keepalive probing on both sides: a peer that vanished (host down, cable
+    # cut) is noticed after idle + interval * count instead of the kernel's 2 h.
+    tcpka_idle_ms: int = 30_000
+    tcpka_interval_ms: int = 10_000
+    tcpka_count: int = 3
     slowstart_ms: int = 30_000
-    shutdown_sessions_on_down: bool = True
+    # Off by default: HAProxy also kills sessions still connecting to the node
+    # when it is marked DOWN, which costs new clients their connection (seen
+    # on 2.6 under load), and a kube-apiserver shutting down gracefully closes
+    # its own connections. Keepalive probing catches hosts that vanished.
+    shutdown_sessions_on_down: bool = False
+    # Consecutive failed connects by real clients that mark a node DOWN at once
+    # (`observe layer4`), before its health checks notice; 0 turns this off.
+    error_limit: int = 2
     ca_file: str | None = None  # verify the apiserver certificate; else `verify none`
     client_cert: str | None = None  # PEM with certificate and key, for --anonymous-auth=false
     # How long a removed or drained node keeps its sessions before they are cut.

@@ -57,6 +57,11 @@ def server_params(settings: ClusterSettings, node: Node) -> str:
         params.append(f"slowstart {fmt_duration(settings.slowstart_ms)}")
     if settings.shutdown_sessions_on_down:
         params.append("on-marked-down shutdown-sessions")
+    if settings.error_limit:
+        # leastconn sends every new client to a dead node that still counts
+        # as UP (it has the fewest connections); retries could all land
+        # there. Real connect failures take it out before the checks do.
+        params.append(f"observe layer4 error-limit {settings.error_limit} on-error mark-down")
     if settings.check in ("tls", "https"):
         params.extend(_tls_check_params(settings))
     if node.backup:

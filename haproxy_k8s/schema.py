@@ -318,12 +318,16 @@ _CLUSTER_SETTINGS: dict[str, tuple[str, Parser]] = {
     "server_fin_timeout": ("server_fin_timeout_ms", _duration()),
     # 0 is meaningful for these two: no slow start, cut drained sessions at once.
     "slowstart": ("slowstart_ms", _duration(allow_zero=True)),
+    "error_limit": ("error_limit", _integer(0, 100)),
     "drain_grace": ("drain_grace_ms", _duration(allow_zero=True)),
     "fall": ("fall", _integer(1, 1000)),
     "rise": ("rise", _integer(1, 1000)),
     "retries": ("retries", _integer(0, 100)),
     "redispatch": ("redispatch", _boolean),
     "tcpka": ("tcpka", _boolean),
+    "tcpka_idle": ("tcpka_idle_ms", _duration()),
+    "tcpka_interval": ("tcpka_interval_ms", _duration()),
+    "tcpka_count": ("tcpka_count", _integer(1, 100)),
     "shutdown_sessions_on_down": ("shutdown_sessions_on_down", _boolean),
     "ca_file": ("ca_file", _optional_abs_path),
     "client_cert": ("client_cert", _optional_abs_path),
@@ -517,12 +521,23 @@ def _cluster(section: _Section, defaults: ClusterSettings) -> Cluster:
     section.check_keys("cluster")
     # Precedence: ClusterSettings defaults < [defaults] < the cluster's own keys.
     settings = dataclasses.replace(defaults, **section.fields(_CLUSTER_SETTINGS))
+    _check_combination(section, settings)
     return Cluster(
         name=section.name,
         binds=section.require("bind", _binds),
         nodes=_nodes(section),
         settings=settings,
     )
+
+
+def _check_combination(section: _Section, settings: ClusterSettings) -> None:
+    # A connect failure would mark the node DOWN while that very client's
+    # session is still attached to it, and shutdown-sessions would kill it.
+    if settings.shutdown_sessions_on_down and settings.error_limit:
+        key = "shutdown_sessions_on_down" if "shutdown_sessions_on_down" in section.data \
+            else "error_limit" if "error_limit" in section.data else None
+        raise section.error("shutdown_sessions_on_down = true needs error_limit = 0: a node "
+                            "marked DOWN by a failed connect would cut that client too", key)
 
 
 def _nodes(cluster: _Section) -> tuple[Node, ...]:

@@ -87,8 +87,9 @@ def test_client_traffic_is_not_terminated(haproxy_bin: str, short_tmp: Path,
 def test_server_params_by_mode(check: str, present: list[str], absent: list[str]) -> None:
     params = server_params(settings(check=check), Node("m1", "10.0.0.1"))
     for word in ["check", "inter 300ms", "fastinter 200ms", "downinter 300ms", "fall 2",
-                 "rise 1", "on-marked-down shutdown-sessions", *present]:
+                 "rise 1", "observe layer4 error-limit 2 on-error mark-down", *present]:
         assert word in params
+    assert "shutdown-sessions" not in params  # off by default: see ClusterSettings
     for word in absent:
         assert word not in params
     # Client traffic is never TLS-terminated or sent PROXY protocol.

@@ -109,7 +109,15 @@ def curl_version(port: int) -> dict[str, Any]:
 def test_all_up_then_stopped(start_balancer: Callable[..., Balancer]) -> None:
     lb = start_balancer()
     lb.wait_states(ALL_UP)
-    doc = lb.wait_exit(0)
+
+    def checked() -> dict[str, Any] | None:
+        # UP is HAProxy's assumption before the first check ("* INI"): wait for results.
+        code, doc = lb.status_json()
+        nodes = doc["clusters"][0]["nodes"] if doc.get("clusters") else []
+        done = code == 0 and all(n["check"].startswith("L7OK/200") for n in nodes)
+        return doc if done else None
+
+    doc = wait_until(checked, timeout=10.0, interval=0.1, message="every node checked L7OK")
     assert curl_version(lb.port)["node"] in ALL_UP
     # The JSON contract of DESIGN.md §1: these keys, these meanings.
     assert {"pid", "running", "generation", "applied_at", "last_error"} <= set(doc["daemon"])

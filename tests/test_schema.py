@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from haproxy_k8s.errors import ConfigError
+from haproxy_k8s.loader import load_config
 from haproxy_k8s.model import Bind, ClusterSettings, Config, HaproxySettings
 from haproxy_k8s.schema import SECTION_KEYS, build_config, dotted_key
 
@@ -529,3 +531,17 @@ def test_cluster_tables_take_every_defaults_key() -> None:
 ])
 def test_dotted_key(path: tuple[str, ...], text: str) -> None:
     assert dotted_key(path) == text
+
+
+def test_shutdown_sessions_needs_error_limit_zero(tmp_path: Path) -> None:
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "10.toml").write_text(
+        '[defaults]\nshutdown_sessions_on_down = true\n'
+        '[clusters.c0]\nbind = "127.0.8.1:6443"\n'
+        '[clusters.c0.nodes.m1]\naddress = "127.0.8.10"\n')
+    with pytest.raises(ConfigError, match="needs error_limit = 0"):
+        load_config(tmp_path)
+    (conf_d / "20.toml").write_text("[defaults]\nerror_limit = 0\n")
+    settings = load_config(tmp_path).clusters[0].settings
+    assert settings.shutdown_sessions_on_down and settings.error_limit == 0
