@@ -1,0 +1,281 @@
+"""The two systems under test, behind one interface.
+
+`Ours` runs the real daemon (`python -m haproxy_k8s.cli run`, as tests/daemonutil.py does);
+`Baseline` runs bench/baseline.py. Both get a config dir of their own (same main file apart
+from the state dir and ports, same drop-ins) in a short /tmp directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from haproxy_k8s.errors import RuntimeApiError
+from haproxy_k8s.paths import StatePaths
+from haproxy_k8s.protocol import ProcTable, parse_show_proc, parse_show_stat
+from haproxy_k8s.runtime import AdminSocket, MasterSocket
+from haproxy_k8s.statuscmd import collect
+
+from .common import (
+    BALANCER,
+    REGISTRY,
+    child_env,
+    free_port,
+    kill_tree,
+    python_module,
+    read_pid,
+    stop_popen,
+    wait_for,
+)
+
+
+class System:
+    name = "?"
+    module = "?"
+
+    def __init__(self, base: Path, defaults: str = "", main_extra: str = "") -> None:
+        # As deployed: the config dir (/etc/haproxy-k8s) and the state dir
+        # (/run/haproxy-k8s) apart, so state and log writes cause no inotify events
+        # in the watched directory.
+        self.root = base / "etc"
+        self.conf_d = self.root / "conf.d"
+        self.conf_d.mkdir(parents=True, exist_ok=True)
+        self.paths = StatePaths(base / "run")
+        self.log = base / "log"
+        root = self.root
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stats_port = free_port(BALANCER)
+        (root / "haproxy-k8s.toml").write_text(textwrap.dedent(f"""\
+            [haproxy]
+            state_dir = "{self.paths.root}"
+            [defaults]
+            check = "tcp"
+            """) + textwrap.dedent(defaults) + textwrap.dedent(f"""\
+            [stats]
+            bind = "{BALANCER}:{self.stats_port}"
+            [metrics]
+            bind = "{BALANCER}:{free_port(BALANCER)}"
+            """) + textwrap.dedent(main_extra))
+
+    # -- config edits (atomic, as a careful operator or a config tool writes) -------------
+    def write(self, name: str, text: str) -> None:
+        tmp = self.conf_d / f".{name}.tmp"
+        tmp.write_text(textwrap.dedent(text))
+        os.replace(tmp, self.conf_d / name)
+
+    def write_timed(self, name: str, text: str) -> float:
+        """Write a drop-in; return the moment (monotonic) it appeared under its name."""
+        tmp = self.conf_d / f".{name}.tmp"
+        tmp.write_text(textwrap.dedent(text))
+        at = time.monotonic()
+        os.replace(tmp, self.conf_d / name)
+        return at
+
+    def remove(self, name: str) -> float:
+        at = time.monotonic()
+        (self.conf_d / name).unlink(missing_ok=True)
+        return at
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Start; return seconds until HAProxy serves (`ready()`)."""
+        started = time.monotonic()
+        self.proc = REGISTRY.spawn(self.command(), self.log)
+        wait_for(self._started, timeout, 0.01, f"{self.name} start")
+        REGISTRY.adopt(self.haproxy_pid)
+        return time.monotonic() - started
+
+    def _started(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited {self.proc.returncode}: {self.log_tail()}")
+        return self.ready()
+
+    def ready(self) -> bool:
+        table = self.proc_table()
+        return table is not None and bool(table.workers)
+
+    def stop(self) -> None:
+        haproxy = self.haproxy_pid
+        if self.proc is not None:
+            stop_popen(self.proc)
+        if haproxy is not None:
+            kill_tree(haproxy)
+
+    def log_tail(self, size: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-size:]
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def haproxy_pid(self) -> int | None:
+        return read_pid(self.paths.haproxy_pid)
+
+    # -- HAProxy, as seen from outside ---------------------------------------------------
+    def proc_table(self) -> ProcTable | None:
+        try:
+            text = MasterSocket(self.paths.master_socket, 2.0).command("show proc")
+            return parse_show_proc(text)
+        except (RuntimeApiError, ValueError):
+            return None
+
+    def reloads(self) -> int:
+        table = wait_for(self.proc_table, 10, 0.01, f"{self.name} show proc")
+        return table.master.reloads
+
+    def worker_pids(self) -> list[int]:
+        table = self.proc_table()
+        return sorted(table.worker_pids) if table else []
+
+    def stat_rows(self) -> list[dict[str, str]]:
+        return parse_show_stat(AdminSocket(self.paths.admin_socket, 2.0).command("show stat"))
+
+    def server_status(self, backend: str, server: str) -> str | None:
+        """HAProxy's own view (`show stat`) of one server's status."""
+        try:
+            rows = self.stat_rows()
+        except (RuntimeApiError, ValueError):
+            return None
+        for row in rows:
+            if row.get("pxname") == backend and row.get("svname") == server:
+                return row.get("status")
+        return None
+
+    # -- "has it applied my edit?" -------------------------------------------------------
+    def token(self) -> Any:
+        raise NotImplementedError
+
+    def applied_since(self, token: Any) -> bool:
+        raise NotImplementedError
+
+    def wait_applied(self, token: Any, timeout: float = 30.0) -> float:
+        wait_for(lambda: self.applied_since(token), timeout, 0.005, f"{self.name} apply")
+        return time.monotonic()
+
+    def node_state(self, cluster: str, node: str) -> str | None:
+        """The node's state as this system's operator would read it."""
+        raise NotImplementedError
+
+    def cleanup_dirs(self) -> None:
+        pass
+
+
+class Ours(System):
+    """The real daemon, started like tests/daemonutil.DaemonProcess does."""
+
+    name = "ours"
+
+    def command(self) -> list[str]:
+        return python_module("haproxy_k8s.cli", "run", "--config-dir", str(self.root),
+                             "--log-level", "info")
+
+    def status_file(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self.paths.status.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data
+
+    def ready(self) -> bool:
+        status = self.status_file()
+        return bool(status.get("daemon", {}).get("pid") == self.pid
+                    and status.get("haproxy", {}).get("pid"))
+
+    def token(self) -> int:
+        return int(self.status_file().get("daemon", {}).get("applies", 0))
+
+    def applied_since(self, token: Any) -> bool:
+        daemon = self.status_file().get("daemon", {})
+        return int(daemon.get("applies", 0)) > int(token)
+
+    def last_apply(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.status_file().get("daemon", {}).get("last_apply", {})
+        return data
+
+    def node_state(self, cluster: str, node: str) -> str | None:
+        """What `haproxy-k8s status --json` says (the same function, run in-process)."""
+        doc, _ = collect(self.paths, self.root)
+        for c in doc.get("clusters", []):
+            if c.get("name") == cluster:
+                for n in c.get("nodes", []):
+                    if n.get("name") == node:
+                        return str(n.get("state"))
+        return None
+
+    def file_state(self, cluster: str, node: str) -> str | None:
+        """What the daemon's own status.json says (refreshed every main-loop tick)."""
+        for c in self.status_file().get("clusters", []):
+            if c.get("name") == cluster:
+                for n in c.get("nodes", []):
+                    if n.get("name") == node:
+                        return str(n.get("state"))
+        return None
+
+    def status_cli_seconds(self) -> float:
+        started = time.monotonic()
+        proc = subprocess.run(
+            python_module("haproxy_k8s.cli", "status", "--json", "--config-dir",
+                          str(self.root)), capture_output=True, timeout=120, check=False,
+            env=child_env())
+        if proc.returncode == 3 or not proc.stdout.startswith(b"{"):
+            raise RuntimeError(f"status --json failed ({proc.returncode}): {proc.stderr!r}")
+        return time.monotonic() - started
+
+    def verb_async(self, *args: str) -> None:
+        """Start an operator verb (drain/ready/maint) in the background; see verb_wait()."""
+        self._verb = subprocess.Popen(
+            python_module("haproxy_k8s.cli", *args, "--config-dir", str(self.root)),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=child_env())
+        self._verb_args = args
+
+    def verb_wait(self) -> None:
+        out, _ = self._verb.communicate(timeout=60)
+        if self._verb.returncode != 0:
+            raise RuntimeError(f"{' '.join(self._verb_args)} failed: {out!r}")
+
+
+class Baseline(System):
+    name = "baseline"
+
+    def command(self) -> list[str]:
+        return python_module("bench.baseline", "--config-dir", str(self.root))
+
+    def _applied(self) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.paths.root / "applied").read_text())
+        return 0
+
+    def token(self) -> tuple[int, int, frozenset[int]]:
+        table = wait_for(self.proc_table, 10, 0.005, "baseline show proc")
+        return self._applied(), table.master.reloads, table.worker_pids
+
+    def applied_since(self, token: Any) -> bool:
+        """SIGUSR2 sent, the master re-executed and a new worker is listed."""
+        applied, reloads, workers = token
+        if self._applied() <= applied:
+            return False
+        table = self.proc_table()
+        return bool(table and table.master.reloads > reloads
+                    and table.worker_pids - workers)
+
+    def node_state(self, cluster: str, node: str) -> str | None:
+        status = self.server_status(f"be_{cluster}", node)
+        if status is None:
+            return None
+        return status.split()[0]
