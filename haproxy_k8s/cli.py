@@ -14,14 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .applier import ensure_server_state_file, haproxy_env
 from .errors import HaproxyK8sError
-from .loader import load_config, state_dir_hint
 from .model import DEFAULT_CONFIG_DIR
 from .paths import StatePaths
-from .process import read_pid
-from .render import render
-from .validate import check_config, haproxy_version
+
+# Each command imports what it needs inside it: the operator verbs (status,
+# drain, ready) must not pay for Jinja2 and the whole apply pipeline at start.
 
 
 def _config_dir(args: argparse.Namespace) -> Path:
@@ -36,6 +34,9 @@ def _fail(message: str, code: int = 1) -> int:
 
 # -- check / render ---------------------------------------------------------------
 def cmd_render(args: argparse.Namespace) -> int:
+    from .loader import load_config
+    from .render import render
+
     try:
         sys.stdout.write(render(load_config(_config_dir(args))))
     except HaproxyK8sError as e:
@@ -45,6 +46,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the drop-ins and the rendered config; change nothing."""
+    from .applier import ensure_server_state_file, haproxy_env
+    from .loader import load_config
+    from .render import render
+    from .validate import check_config, haproxy_version
+
     config_dir = _config_dir(args)
     try:
         config = load_config(config_dir)
@@ -84,6 +90,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # -- status / reload ------------------------------------------------------------------
 def _state_paths(args: argparse.Namespace) -> StatePaths:
+    from .loader import state_dir_hint
+
     return StatePaths(Path(args.state_dir or state_dir_hint(_config_dir(args))))
 
 
@@ -97,6 +105,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """SIGHUP the running daemon and report the outcome of the apply it triggers."""
+    from .process import read_pid
     from .statuscmd import read_saved
 
     paths = _state_paths(args)
