@@ -159,6 +159,9 @@ class MetricsSettings:
 @dataclass(frozen=True)
 class WatchSettings:
     debounce_ms: int = 200
+    # Quiet time once every write is complete (files closed or renamed into
+    # place): batches `cp a b c` without making a finished save wait `debounce`.
+    settle_ms: int = 20
     # A constant stream of edits still applies after at most this long.
     max_wait_ms: int = 2_000
 

@@ -347,6 +347,7 @@ _HAPROXY: dict[str, tuple[str, Parser]] = {
 _WATCH: dict[str, tuple[str, Parser]] = {
     "debounce": ("debounce_ms", _duration()),
     "max_wait": ("max_wait_ms", _duration()),
+    "settle": ("settle_ms", _duration(allow_zero=True)),
 }
 
 _STATS_KEYS = frozenset({"bind", "allow", "user", "password_file"})
@@ -493,6 +494,9 @@ def _watch(section: _Section) -> WatchSettings:
     if watch.max_wait_ms < watch.debounce_ms:
         key = "max_wait" if "max_wait" in section.data else "debounce"
         raise section.error("max_wait must not be shorter than debounce", key)
+    if watch.settle_ms > watch.debounce_ms:
+        key = "settle" if "settle" in section.data else "debounce"
+        raise section.error("settle must not be longer than debounce", key)
     return watch
 
 

@@ -13,7 +13,7 @@ from .loader import DROPIN_DIR, MAIN_FILE, is_ignored
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, config_dir: Path, post: Callable[[str], None]) -> None:
+    def __init__(self, config_dir: Path, post: Callable[[str, bool], None]) -> None:
         self._post = post
         self._main = os.path.join(config_dir, MAIN_FILE)
         self._dropins = os.path.join(config_dir, DROPIN_DIR)
@@ -35,7 +35,10 @@ class _Handler(FileSystemEventHandler):
         paths = [p for p in paths if self._ours(p)]
         moved_dir = event.is_directory and event.event_type != "modified"
         if paths and (moved_dir or any(_relevant(os.path.basename(p)) for p in paths)):
-            self._post(paths[-1])
+            # Closed after writing, renamed into place or deleted: the file is
+            # whole. Created or modified: a write may still be in progress.
+            complete = event.event_type in ("closed", "moved", "deleted")
+            self._post(paths[-1], complete)
 
 
 def _relevant(name: str) -> bool:
@@ -46,7 +49,8 @@ def _relevant(name: str) -> bool:
 class DirWatcher:
     """Owns a watchdog observer thread; only ever posts, never applies."""
 
-    def __init__(self, config_dir: Path, post: Callable[[str], None]) -> None:
+    def __init__(self, config_dir: Path, post: Callable[[str, bool], None]) -> None:
+        """`post(path, complete)`: `complete` is False while a write may be in progress."""
         self._observer = Observer()
         self._observer.schedule(_Handler(config_dir, post), str(config_dir), recursive=True)
 

@@ -37,3 +37,21 @@ def test_clear() -> None:
     d.touch(1.0)
     d.clear()
     assert d.due_in(5.0) is None
+
+
+def test_complete_writes_only_wait_the_settle_time() -> None:
+    d = Debouncer(0.2, 2.0, settle=0.02)
+    d.touch(10.0, "conf.d/a.toml", complete=False)  # created: still being written
+    assert due(d, 10.0) == 0.2
+    d.touch(10.01, "conf.d/a.toml", complete=True)  # closed after writing: whole
+    assert due(d, 10.01) == 0.02
+
+
+def test_another_write_in_progress_keeps_the_full_debounce() -> None:
+    d = Debouncer(0.2, 2.0, settle=0.02)
+    d.touch(10.0, "conf.d/a.toml", complete=False)
+    d.touch(10.0, "conf.d/b.toml", complete=False)
+    d.touch(10.01, "conf.d/a.toml", complete=True)
+    assert due(d, 10.01) == 0.2  # b.toml is not closed yet
+    d.clear()
+    assert not d.in_progress
