@@ -230,17 +230,32 @@ class Daemon:
     def run(self) -> None:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        self.start()
-        watcher = DirWatcher(self.config_dir, lambda path, complete: self.post(
-            "written" if complete else "changed", path))
-        watcher.start()
+        # Watch before the first apply: an edit made while HAProxy starts
+        # must not be missed (it only queues a second, possibly no-op, apply).
+        watcher = self._watch()
+        try:
+            self.start()
+        except BaseException:
+            if watcher is not None:
+                watcher.stop()
+            raise
         self._start_observers()
         try:
             self._loop()
         finally:
-            watcher.stop()
+            if watcher is not None:
+                watcher.stop()
             self._stop_observers()
             self.shutdown()
+
+    def _watch(self) -> DirWatcher | None:
+        """Start watching the config dir; None when it is missing (start() says so)."""
+        if not self.config_dir.is_dir():
+            return None
+        watcher = DirWatcher(self.config_dir, lambda path, complete: self.post(
+            "written" if complete else "changed", path))
+        watcher.start()
+        return watcher
 
     def _start_observers(self) -> None:
         assert self.health is not None
