@@ -63,7 +63,8 @@ class Debouncer:
     def configure(self, watch: WatchSettings) -> None:
         self.quiet = watch.debounce_ms / 1000
         self.max_wait = watch.max_wait_ms / 1000
-        self.settle = watch.settle_ms / 1000
+        # A debounce shorter than the settle time wins: settle only ever shortens.
+        self.settle = min(watch.settle_ms, watch.debounce_ms) / 1000
 
     def touch(self, now: float, path: str = "", complete: bool = False) -> None:
         if self.first is None:

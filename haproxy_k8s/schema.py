@@ -494,9 +494,7 @@ def _watch(section: _Section) -> WatchSettings:
     if watch.max_wait_ms < watch.debounce_ms:
         key = "max_wait" if "max_wait" in section.data else "debounce"
         raise section.error("max_wait must not be shorter than debounce", key)
-    if watch.settle_ms > watch.debounce_ms:
-        key = "settle" if "settle" in section.data else "debounce"
-        raise section.error("settle must not be longer than debounce", key)
+
     return watch
 
 

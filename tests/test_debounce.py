@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from haproxy_k8s.daemon import Debouncer
+from haproxy_k8s.model import WatchSettings
 
 
 def due(d: Debouncer, now: float) -> float:
@@ -55,3 +56,9 @@ def test_another_write_in_progress_keeps_the_full_debounce() -> None:
     assert due(d, 10.01) == 0.2  # b.toml is not closed yet
     d.clear()
     assert not d.in_progress
+
+
+def test_a_shorter_debounce_caps_the_settle_time() -> None:
+    d = Debouncer(0.2, 2.0)
+    d.configure(WatchSettings(debounce_ms=10, settle_ms=20, max_wait_ms=1000))
+    assert d.settle == 0.01
