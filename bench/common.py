@@ -116,14 +116,6 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text().split()
-    except OSError:
-        return None
-    return int(text[0]) if text and text[0].isdigit() else None
-
-
 def cpu_seconds(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)

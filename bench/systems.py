@@ -18,6 +18,7 @@ from typing import Any
 
 from haproxy_k8s.errors import RuntimeApiError
 from haproxy_k8s.paths import StatePaths
+from haproxy_k8s.process import read_pid
 from haproxy_k8s.protocol import ProcTable, parse_show_proc, parse_show_stat
 from haproxy_k8s.runtime import AdminSocket, MasterSocket
 from haproxy_k8s.statuscmd import collect
@@ -29,7 +30,6 @@ from .common import (
     free_port,
     kill_tree,
     python_module,
-    read_pid,
     stop_popen,
     wait_for,
 )

@@ -85,7 +85,7 @@ def test_client_traffic_is_not_terminated(haproxy_bin: str, short_tmp: Path,
     ("https", ["check-ssl", "verify none"], ["crt "]),
 ])
 def test_server_params_by_mode(check: str, present: list[str], absent: list[str]) -> None:
-    params = server_params(settings(check=check), Node("m1", "10.0.0.1"))
+    params = server_params(settings(check=check), Node("m1", "127.0.8.10"))
     for word in ["check", "inter 300ms", "fastinter 200ms", "downinter 300ms", "fall 2",
                  "rise 1", "observe layer4 error-limit 2 on-error mark-down", *present]:
         assert word in params
@@ -98,14 +98,14 @@ def test_server_params_by_mode(check: str, present: list[str], absent: list[str]
 
 def test_ca_file_and_client_cert_params() -> None:
     params = server_params(settings(ca_file="/etc/k8s/ca.crt", client_cert="/etc/k8s/hc.pem"),
-                           Node("m1", "10.0.0.1"))
+                           Node("m1", "127.0.8.10"))
     assert "ca-file /etc/k8s/ca.crt verify required" in params
     assert "crt /etc/k8s/hc.pem" in params and "verify none" not in params
 
 
 def test_backend_carries_the_apiserver_settings(short_tmp: Path) -> None:
     c = cluster("c0", [], settings(check_timeout_ms=3000, retries=4))
-    c = dataclasses.replace(c, nodes=(Node("m1", "10.0.0.1"),))
+    c = dataclasses.replace(c, nodes=(Node("m1", "127.0.8.10"),))
     text = render(config("haproxy", short_tmp, [c]), drop_privileges=False)
     backend = text[text.index("backend be_c0"):]
     for line in ["balance leastconn", "retries 4", "option redispatch 1", "timeout check 3s",
