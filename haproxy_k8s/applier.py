@@ -90,6 +90,12 @@ class Applier:
             outcome = self._apply(load_config(self.config_dir))
         except HaproxyK8sError as e:
             outcome = ApplyOutcome("error", e)
+        except OSError as e:
+            # A full or read-only state dir must not kill the daemon: HAProxy
+            # keeps serving what it runs, and status says why nothing applies.
+            error = HaproxyK8sError(f"cannot write in {self.paths.root}: {e}")
+            error.file = e.filename if isinstance(e.filename, str) else None
+            outcome = ApplyOutcome("error", error)
         outcome.seconds = time.monotonic() - started
         return outcome
 

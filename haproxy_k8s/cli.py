@@ -85,6 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         Daemon(_config_dir(args)).run()
     except HaproxyK8sError as e:
         return _fail(str(e))
+    except OSError as e:  # e.g. a state dir that cannot be created
+        return _fail(f"cannot start: {e}")
     return 0
 
 

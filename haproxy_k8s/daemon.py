@@ -108,6 +108,7 @@ class Daemon:
         self._last_status = ""
         self._next_supervise = 0.0
         self._status_written_at = 0.0
+        self._status_error: str | None = None
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -388,9 +389,17 @@ class Daemon:
         doc = self.status_doc()
         self.metrics.publish(snapshot_of(self.state, doc))
         text = dumps(doc)
-        if text != self._last_status:
+        if text == self._last_status:
+            return
+        try:
             write_atomic(self.applier.paths.status, text, durable=False)
-            self._last_status = text
+        except OSError as e:
+            # Keep balancing; say it once per different failure, not every tick.
+            if self._status_error != str(e):
+                log.error("cannot write %s: %s", self.applier.paths.status, e)
+                self._status_error = str(e)
+            return
+        self._last_status, self._status_error = text, None
 
     def shutdown(self) -> None:
         """SIGTERM/SIGINT: stop HAProxy gracefully (this is what `systemctl stop` means)."""

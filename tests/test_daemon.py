@@ -169,3 +169,21 @@ def test_start_with_broken_drop_in_serves_last_published_config(
     assert set(spread(port, 15)) == {"m1", "m2", "m3"}
     error = daemon.status()["daemon"]["last_error"]
     assert error["file"] == "conf.d/30-bad.toml"
+
+
+def test_unwritable_state_file_is_an_error_not_a_crash(
+        setup: tuple[ConfigDir, DaemonProcess, int], standin_factory: StandInFactory) -> None:
+    config, daemon, port = setup
+    # As root, permissions do not stop us; a directory where the candidate goes does.
+    blocker = config.state_dir / "haproxy.cfg.candidate"
+    blocker.mkdir()
+    m4 = standin_factory("m4", tls=False)
+    config.write("20-m4.toml", f'[clusters.cluster-0.nodes.m4]\naddress = "{m4.host}"\n'
+                               f"port = {m4.port}\n")
+    error = wait_until(lambda: daemon.status()["daemon"]["last_error"], timeout=5.0)
+    assert "cannot write" in error["message"]
+    assert daemon.proc is not None and daemon.proc.poll() is None
+    assert set(spread(port, 9)) == {"m1", "m2", "m3"}
+    blocker.rmdir()
+    daemon.signal(signal.SIGHUP)
+    wait_until(lambda: "m4" in spread(port, 8), timeout=5.0, message="applies once writable")
