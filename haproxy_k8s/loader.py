@@ -8,6 +8,7 @@ is one, the key: the daemon shows it in `status` and keeps the last good config.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -34,6 +35,8 @@ MAX_FILE_BYTES = 1 << 20
 # Real configs nest 5 deep (clusters.NAME.nodes.NODE.key); the limit keeps the
 # recursive merge and schema far from Python's recursion limit.
 _MAX_DEPTH = 32
+# Parsed drop-ins up to this size are remembered (keyed by their text).
+_CACHE_MAX_TEXT = 64 * 1024
 
 RawConfig = dict[str, Any]
 ProvenanceMap = dict[KeyPath, str]
@@ -143,7 +146,7 @@ def _read_bytes(path: Path, rel: str) -> bytes:
 def _parse(text: str, suffix: str, rel: str) -> RawConfig:
     kind = "JSON" if suffix == ".json" else "TOML"
     try:
-        data = _load_json(text) if kind == "JSON" else tomllib.loads(text)
+        data, depth = _decode(text, kind)
     # TOMLDecodeError and JSONDecodeError are ValueErrors; both parsers also let
     # a plain ValueError out (integers over 4300 digits, our duplicate-key hook).
     except ValueError as e:
@@ -152,9 +155,39 @@ def _parse(text: str, suffix: str, rel: str) -> RawConfig:
         raise ConfigError(f"invalid {kind}: nested too deeply", file=rel) from e
     if not isinstance(data, dict):
         raise ConfigError(f"the top level must be an object, got {type(data).__name__}", file=rel)
-    if _depth(data) > _MAX_DEPTH:
+    if depth > _MAX_DEPTH:
         raise ConfigError(f"invalid {kind}: nested more than {_MAX_DEPTH} levels", file=rel)
-    return data
+    # A copy: merging writes into the tables it is given, and the cache keeps these.
+    copied: RawConfig = _copy_tables(data)
+    return copied
+
+
+def _decode_uncached(text: str, kind: str) -> tuple[Any, int]:
+    data = _load_json(text) if kind == "JSON" else tomllib.loads(text)
+    return data, _depth(data)
+
+
+_decode_cached = functools.lru_cache(maxsize=4096)(_decode_uncached)
+
+
+def _decode(text: str, kind: str) -> tuple[Any, int]:
+    """Parse TOML or JSON (and measure its nesting), remembering unchanged files.
+
+    Every apply re-reads the whole directory; with 1,000 drop-ins, parsing
+    them again was most of an apply. Large files are not kept.
+    """
+    if len(text) > _CACHE_MAX_TEXT:
+        return _decode_uncached(text, kind)
+    return _decode_cached(text, kind)
+
+
+def _copy_tables(value: Any) -> Any:
+    """Copy the dicts and lists of parsed data; the scalars in it are immutable."""
+    if isinstance(value, dict):
+        return {key: _copy_tables(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_copy_tables(child) for child in value]
+    return value
 
 
 def _load_json(text: str) -> Any:

@@ -354,3 +354,16 @@ def test_file_vanishing_between_listing_and_reading(tmp_path: Path,
     monkeypatch.setattr(loader, "config_files", list_then_delete)
     err = load_error(tmp_path)
     assert (err.file, err.message) == ("conf.d/20-going.toml", "vanished while being read")
+
+
+def test_cached_parse_is_not_shared_between_loads(tmp_path: Path) -> None:
+    """Parsed drop-ins are remembered; merging must never write into the cached copy."""
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    (conf_d / "10-a.toml").write_text(
+        '[clusters.c0]\nbind = "127.0.8.1:6443"\n[clusters.c0.nodes.m1]\naddress = "127.0.8.10"\n')
+    (conf_d / "20-b.toml").write_text('[clusters.c0.nodes.m2]\naddress = "127.0.8.11"\n')
+    assert [n.name for n in load_config(tmp_path).clusters[0].nodes] == ["m1", "m2"]
+    (conf_d / "20-b.toml").unlink()
+    # Had the merge written m2 into 10-a.toml's cached tables, m2 would come back here.
+    assert [n.name for n in load_config(tmp_path).clusters[0].nodes] == ["m1"]
