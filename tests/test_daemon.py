@@ -187,3 +187,27 @@ def test_unwritable_state_file_is_an_error_not_a_crash(
     blocker.rmdir()
     daemon.signal(signal.SIGHUP)
     wait_until(lambda: "m4" in spread(port, 8), timeout=5.0, message="applies once writable")
+
+
+def test_ipv6_bind_and_node(short_tmp: Path, standin_factory: StandInFactory) -> None:
+    """`[v6]:port` binds and IPv6 node addresses, over ::1 (loopback)."""
+    node = standin_factory("m1", host="::1", tls=False)
+    with socket.socket(socket.AF_INET6) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+    config = ConfigDir(short_tmp)
+    config.write("10-v6.toml", f"""\
+        [clusters.cluster-6]
+        bind = ["[::1]:{port}"]
+        [clusters.cluster-6.nodes.m1]
+        address = "::1"
+        port = {node.port}
+        """)
+    daemon = DaemonProcess(config)
+    try:
+        daemon.start()
+        status, body = wait_until(lambda: http_get("::1", port, "/version"), timeout=5.0)
+        assert status == 200 and json.loads(body)["node"] == "m1"
+        assert daemon.status()["clusters"][0]["bind"] == [f"[::1]:{port}"]
+    finally:
+        daemon.stop()
