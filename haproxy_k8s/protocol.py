@@ -105,15 +105,6 @@ def parse_show_stat(text: str) -> list[dict[str, str]]:
     return rows
 
 
-def parse_show_info(text: str) -> dict[str, str]:
-    info = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            info[key.strip()] = value.strip()
-    return info
-
-
 def parse_servers_state(text: str) -> list[dict[str, str]]:
     """Parse `show servers state`: a version line, a `# be_id …` header, rows."""
     lines = [ln for ln in text.splitlines() if ln.strip()]

@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from .errors import RenderError
-from .model import Cluster, ClusterSettings, Config, Node
+from .model import ClusterSettings, Config, Node
 from .paths import StatePaths
 
 TEMPLATE = "haproxy.cfg.j2"
@@ -125,7 +125,3 @@ def render(config: Config, paths: StatePaths | None = None,
         )
     except jinja2.TemplateError as e:
         raise RenderError(f"cannot render {TEMPLATE}: {e}") from e
-
-
-def clusters_by_backend(config: Config) -> dict[str, Cluster]:
-    return {c.backend: c for c in config.clusters}

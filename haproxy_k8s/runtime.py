@@ -77,10 +77,6 @@ class AdminSocket:
     def command(self, command: str) -> str:
         return send_command(self.path, command, timeout=self.timeout)
 
-    def commands(self, commands: list[str]) -> list[str]:
-        """Run several commands, one connection each, and return their replies."""
-        return [self.command(c) for c in commands]
-
 
 class MasterSocket:
     """The master CLI (`-S path`): `show proc`, `reload`, `@N` forwarding."""
