@@ -53,11 +53,11 @@ port = 6443
 
 CLUSTER = """
 [clusters.c0]
-bind = "192.168.8.1:6443"
+bind = "127.0.8.1:6443"
 [clusters.c0.nodes.m1]
-address = "10.0.0.1"
+address = "127.0.8.11"
 [clusters.c0.nodes.m2]
-address = "10.0.0.2"
+address = "127.0.8.12"
 """
 
 
@@ -153,8 +153,8 @@ def test_later_scalar_wins_and_provenance_names_it(tmp_path: Path) -> None:
 
 def test_later_list_replaces_earlier_list(tmp_path: Path) -> None:
     write(tmp_path, {
-        "conf.d/10-a.toml": CLUSTER.replace('"192.168.8.1:6443"',
-                                            '["192.168.8.1:6443", "192.168.8.2:6443"]'),
+        "conf.d/10-a.toml": CLUSTER.replace('"127.0.8.1:6443"',
+                                            '["127.0.8.1:6443", "127.0.8.2:6443"]'),
         "conf.d/20-b.toml": '[clusters.c0]\nbind = ["192.168.8.3:6443"]\n',
     })
     assert load_config(tmp_path).clusters[0].binds == (Bind("192.168.8.3", 6443),)
@@ -163,7 +163,7 @@ def test_later_list_replaces_earlier_list(tmp_path: Path) -> None:
 def test_node_added_by_a_later_dropin(tmp_path: Path) -> None:
     write(tmp_path, {
         "conf.d/10-cluster.toml": CLUSTER,
-        "conf.d/20-node-4.toml": '[clusters.c0.nodes.m4]\naddress = "10.0.0.4"\nweight = 50\n',
+        "conf.d/20-node-4.toml": '[clusters.c0.nodes.m4]\naddress = "127.0.8.14"\nweight = 50\n',
     })
     nodes = load_config(tmp_path).clusters[0].nodes
     assert [(n.name, n.weight) for n in nodes] == [("m1", 100), ("m2", 100), ("m4", 50)]
@@ -246,16 +246,16 @@ BAD_FILES: list[tuple[str, dict[str, Any], str, str | None, str]] = [
      "conf.d/20-x.json", "defaults.chek_interval", "did you mean 'check_interval'?"),
     ("name injection", {"conf.d/10-c0.toml": CLUSTER,
                         "conf.d/20-x.toml": '[clusters.c0.nodes."m5 backup\\n  server x"]\n'
-                                            'address = "10.0.0.5"\n'},
+                                            'address = "127.0.8.15"\n'},
      "conf.d/20-x.toml", 'clusters.c0.nodes."m5 backup\\n  server x"', "node name"),
     ("address injection", {"conf.d/10-c0.toml": CLUSTER,
                            "conf.d/20-x.toml": '[clusters.c0.nodes.m5]\n'
-                                               'address = "10.0.0.5 # x"\n'},
+                                               'address = "127.0.8.15 # x"\n'},
      "conf.d/20-x.toml", "clusters.c0.nodes.m5.address", "not an IP address or a DNS name"),
     ("duplicate bind", {"conf.d/10-c0.toml": CLUSTER,
                         "conf.d/20-c1.toml": CLUSTER.replace("c0", "c1")},
      "conf.d/20-c1.toml", "clusters.c1.bind",
-     "conflicts with 192.168.8.1:6443 of clusters.c0.bind (conf.d/10-c0.toml)"),
+     "conflicts with 127.0.8.1:6443 of clusters.c0.bind (conf.d/10-c0.toml)"),
     ("zero nodes", {"conf.d/10-c0.toml": '[clusters.c0]\nbind = "10.1.1.1:6443"\n'
                                          "[clusters.c0.nodes]\n"},
      "conf.d/10-c0.toml", "clusters.c0.nodes", "has no nodes"),
