@@ -6,7 +6,6 @@ talks to anything outside 127.0.0.0/8.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import threading
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import wait_until
+from helpers import require_tool, wait_until
 
 from haproxy_k8s.certs import CertBundle, make_certs
 from haproxy_k8s.standin import StandIn
@@ -85,14 +84,7 @@ def standin_factory(certs: CertBundle) -> Iterator[StandInFactory]:
 @pytest.fixture(scope="session")
 def haproxy_bin() -> str:
     """Path of the haproxy binary: a skip locally when missing, a failure in CI."""
-    # Debian installs it in /usr/sbin, which a non-root PATH may not list.
-    path = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/local/sbin:/usr/sbin")
-    if path is None:
-        message = "haproxy binary not found on PATH"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message} (required in CI)")
-        pytest.skip(message)
-    return path
+    return require_tool("haproxy", "apt-get install haproxy")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

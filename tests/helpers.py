@@ -7,12 +7,16 @@ fast as the system allows and fail with a message that says what did not happen.
 from __future__ import annotations
 
 import http.client
+import os
+import shutil
 import socket
 import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+import pytest
 
 T = TypeVar("T")
 
@@ -131,3 +135,22 @@ def _get(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
         return response.status, response.read()
     finally:
         conn.close()
+
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/sbin:/usr/bin:/bin"
+
+
+def require_tool(name: str, hint: str, sbin: str = SYSTEM_PATH) -> str:
+    """Path of an external tool the tests need: a skip locally, a failure in CI.
+
+    CI must never go green by skipping what it is meant to run. `sbin` is searched
+    too: Debian puts haproxy in /usr/sbin, which a non-root PATH may not list.
+    """
+    path = shutil.which(name) or shutil.which(name, path=sbin)
+    if path is None:
+        message = f"{name} not found ({hint})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: required in CI")
+        pytest.skip(message)
+    return path
+

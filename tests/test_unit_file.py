@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import require_tool
 
 UNIT = Path(__file__).resolve().parent.parent / "units" / "haproxy-k8s.service"
 UNIT_NAME = UNIT.name
@@ -23,14 +24,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 @pytest.fixture(scope="module")
 def systemd_analyze() -> str:
     """Path of systemd-analyze: a skip locally when missing, a failure in CI."""
-    path = shutil.which("systemd-analyze") or shutil.which(
-        "systemd-analyze", path="/usr/bin:/bin")
-    if path is None:
-        message = "systemd-analyze not found (apt-get install systemd)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}: required in CI")
-        pytest.skip(message)
-    return path
+    return require_tool("systemd-analyze", "apt-get install systemd")
 
 
 def analyze(binary: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
