@@ -106,6 +106,7 @@ class Daemon:
         self._watchdog_at = 0.0
         self._ready = False
         self._last_status = ""
+        self._clusters: list[dict[str, Any]] = []  # from the last status document
         self._next_supervise = 0.0
         self._status_written_at = 0.0
         self._status_error: str | None = None
@@ -189,7 +190,8 @@ class Daemon:
 
     def summary(self) -> str:
         """One line for systemd's STATUS=: "cluster-0: 3/3 up, generation 7"."""
-        clusters = self.status_doc()["clusters"]
+        # write_status() just built the document: no second socket round trip.
+        clusters = self._clusters
         parts = [f"{c['name']}: {c['up']}/{c['total']} up" for c in clusters]
         text = ", ".join(parts) or "no clusters"
         text += f", generation {self.state.generation}"
@@ -387,6 +389,7 @@ class Daemon:
         assert self.applier is not None
         self._status_written_at = time.monotonic()
         doc = self.status_doc()
+        self._clusters = doc["clusters"]
         self.metrics.publish(snapshot_of(self.state, doc))
         text = dumps(doc)
         if text == self._last_status:
