@@ -34,10 +34,10 @@ from types import FrameType
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from haproxy_k8s.config.loader import DROPIN_DIR, MAIN_FILE, is_ignored, load_config
 from haproxy_k8s.errors import HaproxyK8sError
-from haproxy_k8s.loader import DROPIN_DIR, MAIN_FILE, is_ignored, load_config
-from haproxy_k8s.paths import StatePaths
-from haproxy_k8s.render import render
+from haproxy_k8s.haproxy.paths import StatePaths
+from haproxy_k8s.haproxy.render import render
 
 log = logging.getLogger("baseline")
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from haproxy_k8s.loader import load_config
-from haproxy_k8s.render import render
-from haproxy_k8s.validate import check_config
+from haproxy_k8s.config.loader import load_config
+from haproxy_k8s.haproxy.check import check_config
+from haproxy_k8s.haproxy.render import render
 
 from .common import (
     BALANCER,
@@ -77,7 +77,7 @@ class Result:
 
 
 class StandInProc:
-    """One stand-in apiserver (haproxy_k8s.standin, plain HTTP) in its own process."""
+    """One stand-in apiserver (haproxy_k8s.demo.standin, plain HTTP) in its own process."""
 
     def __init__(self, name: str, host: str, log_dir: Path) -> None:
         self.name, self.host = name, host
@@ -87,7 +87,7 @@ class StandInProc:
 
     def start(self) -> StandInProc:
         self.proc = REGISTRY.spawn(python_module(
-            "haproxy_k8s.standin", "--name", self.name, "--host", self.host,
+            "haproxy_k8s.demo.standin", "--name", self.name, "--host", self.host,
             "--port", str(self.port)), self.log)
         wait_for(lambda: probe(self.host, self.port) == self.name, 30, 0.02,
                  f"stand-in {self.name}")

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from haproxy_k8s.cli.status import collect
 from haproxy_k8s.errors import RuntimeApiError
-from haproxy_k8s.paths import StatePaths
-from haproxy_k8s.process import read_pid
-from haproxy_k8s.protocol import ProcTable, parse_show_proc, parse_show_stat
-from haproxy_k8s.runtime import AdminSocket, MasterSocket
-from haproxy_k8s.statuscmd import collect
+from haproxy_k8s.haproxy.master import read_pid
+from haproxy_k8s.haproxy.paths import StatePaths
+from haproxy_k8s.haproxy.replies import ProcTable, parse_show_proc, parse_show_stat
+from haproxy_k8s.haproxy.sockets import AdminSocket, MasterSocket
 
 from .common import (
     BALANCER,

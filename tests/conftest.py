@@ -16,8 +16,8 @@ import psutil
 import pytest
 from helpers import require_tool, wait_until
 
-from haproxy_k8s.certs import CertBundle, make_certs
-from haproxy_k8s.standin import StandIn
+from haproxy_k8s.demo.certs import CertBundle, make_certs
+from haproxy_k8s.demo.standin import StandIn
 
 BALANCER_HOST = "127.0.8.1"
 NODE_HOSTS = [f"127.0.8.{i}" for i in range(10, 20)]

@@ -16,7 +16,7 @@ import psutil
 from helpers import free_port, wait_until
 
 import haproxy_k8s
-from haproxy_k8s.process import read_pid
+from haproxy_k8s.haproxy.master import read_pid
 
 BALANCER = "127.0.8.1"
 PACKAGE_ROOT = str(Path(haproxy_k8s.__file__).resolve().parent.parent)

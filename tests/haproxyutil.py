@@ -9,8 +9,7 @@ from pathlib import Path
 
 from helpers import free_port
 
-from haproxy_k8s.health import read_stats
-from haproxy_k8s.model import (
+from haproxy_k8s.config.model import (
     Bind,
     Cluster,
     ClusterSettings,
@@ -20,11 +19,12 @@ from haproxy_k8s.model import (
     Node,
     StatsSettings,
 )
-from haproxy_k8s.paths import StatePaths
-from haproxy_k8s.process import HaproxyMaster
-from haproxy_k8s.render import render
-from haproxy_k8s.standin import StandIn
-from haproxy_k8s.status import node_state
+from haproxy_k8s.daemon.health import read_stats
+from haproxy_k8s.daemon.status import node_state
+from haproxy_k8s.demo.standin import StandIn
+from haproxy_k8s.haproxy.master import HaproxyMaster
+from haproxy_k8s.haproxy.paths import StatePaths
+from haproxy_k8s.haproxy.render import render
 
 BALANCER = "127.0.8.1"
 

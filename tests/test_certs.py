@@ -1,4 +1,4 @@
-"""Certificates from haproxy_k8s.certs, checked by parsing them and by real TLS handshakes."""
+"""Certificates from haproxy_k8s.demo.certs, checked by parsing them and by real TLS handshakes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from haproxy_k8s.certs import CertBundle, make_certs, make_client_cert
+from haproxy_k8s.demo.certs import CertBundle, make_certs, make_client_cert
 
 
 def _load(path: Path) -> x509.Certificate:

@@ -11,14 +11,14 @@ from conftest import StandInFactory
 from haproxyutil import cluster, config, running, settings
 from helpers import wait_until
 
-from haproxy_k8s.certs import CertBundle, make_certs, make_client_cert
+from haproxy_k8s.config.model import Bind, Node, StatsSettings
+from haproxy_k8s.daemon.health import read_stats
+from haproxy_k8s.daemon.status import check_reason, node_state
+from haproxy_k8s.demo.certs import CertBundle, make_certs, make_client_cert
 from haproxy_k8s.errors import ValidationError
-from haproxy_k8s.health import read_stats
-from haproxy_k8s.model import Bind, Node, StatsSettings
-from haproxy_k8s.paths import StatePaths
-from haproxy_k8s.render import STATS_PASSWORD_ENV, render, server_params
-from haproxy_k8s.status import check_reason, node_state
-from haproxy_k8s.validate import check_config, haproxy_version
+from haproxy_k8s.haproxy.check import check_config, haproxy_version
+from haproxy_k8s.haproxy.paths import StatePaths
+from haproxy_k8s.haproxy.render import STATS_PASSWORD_ENV, render, server_params
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
 

@@ -14,7 +14,7 @@ from conftest import StandInFactory
 from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli, kill_tree
 from helpers import free_port, http_get, wait_until
 
-from haproxy_k8s.standin import StandIn
+from haproxy_k8s.demo.standin import StandIn
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
 

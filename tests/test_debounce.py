@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from haproxy_k8s.daemon import Debouncer
-from haproxy_k8s.model import WatchSettings
+from haproxy_k8s.config.model import WatchSettings
+from haproxy_k8s.daemon.loop import Debouncer
 
 
 def due(d: Debouncer, now: float) -> float:

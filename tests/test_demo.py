@@ -20,8 +20,8 @@ import pytest
 from daemonutil import BALANCER, child_env, cli, kill_tree
 from helpers import free_port, https_get, wait_until
 
-from haproxy_k8s.demo import PORTS_ENV, SPARE, DemoPorts, add_node_dropin
-from haproxy_k8s.process import read_pid
+from haproxy_k8s.demo.run import PORTS_ENV, SPARE, DemoPorts, add_node_dropin
+from haproxy_k8s.haproxy.master import read_pid
 
 pytestmark = [pytest.mark.usefixtures("haproxy_bin"), pytest.mark.slow]
 

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from daemonutil import cli
 
-from haproxy_k8s.loader import load_config, load_raw
-from haproxy_k8s.model import Bind
-from haproxy_k8s.render import render
-from haproxy_k8s.schema import SECTION_KEYS
+from haproxy_k8s.config.loader import load_config, load_raw
+from haproxy_k8s.config.model import Bind
+from haproxy_k8s.config.schema import SECTION_KEYS
+from haproxy_k8s.haproxy.render import render
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

@@ -24,8 +24,8 @@ from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli, kill_tree
 from helpers import free_port, http_get, https_get, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from haproxy_k8s.health import read_stats
-from haproxy_k8s.status import node_state
+from haproxy_k8s.daemon.health import read_stats
+from haproxy_k8s.daemon.status import node_state
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
 

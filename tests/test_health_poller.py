@@ -11,7 +11,8 @@ from conftest import StandInFactory
 from haproxyutil import cluster, config, running, settings
 from helpers import wait_until
 
-from haproxy_k8s.health import (
+from haproxy_k8s.config.model import Config
+from haproxy_k8s.daemon.health import (
     MAX_INTERVAL,
     MIN_INTERVAL,
     THREAD_NAME,
@@ -21,7 +22,6 @@ from haproxy_k8s.health import (
     poll_interval,
     transitions,
 )
-from haproxy_k8s.model import Config
 
 
 def row(status: str, check: str = "", code: str = "", detail: str = "") -> dict[str, str]:
@@ -76,7 +76,7 @@ def messages(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
 def test_poller_follows_real_haproxy_and_logs_each_transition_once(
         haproxy_bin: str, short_tmp: Path, standin_factory: StandInFactory,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="haproxy_k8s.health")
+    caplog.set_level(logging.INFO, logger="haproxy_k8s.daemon.health")
     node = standin_factory("m1")
     changes = threading.Semaphore(0)
     with running(config(haproxy_bin, short_tmp / "state", [cluster("c0", [node])])) as paths:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from haproxy_k8s import loader
+from haproxy_k8s.config import loader
+from haproxy_k8s.config.loader import config_files, is_ignored, load_config, load_raw
+from haproxy_k8s.config.model import Bind
 from haproxy_k8s.errors import ConfigError
-from haproxy_k8s.loader import config_files, is_ignored, load_config, load_raw
-from haproxy_k8s.model import Bind
 
 # The example from DESIGN.md section 1, verbatim: the contract must load.
 CONTRACT_EXAMPLE = """

@@ -13,10 +13,10 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from haproxy_k8s.config.loader import load_config
+from haproxy_k8s.config.model import Config
+from haproxy_k8s.config.schema import SECTION_KEYS
 from haproxy_k8s.errors import ConfigError
-from haproxy_k8s.loader import load_config
-from haproxy_k8s.model import Config
-from haproxy_k8s.schema import SECTION_KEYS
 
 PROPERTY = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

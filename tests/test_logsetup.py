@@ -13,7 +13,7 @@ from typing import TextIO
 
 import pytest
 
-from haproxy_k8s.logsetup import setup_logging, syslog_priority
+from haproxy_k8s.daemon.logsetup import setup_logging, syslog_priority
 
 log = logging.getLogger("haproxy_k8s.daemon")
 

@@ -10,14 +10,14 @@ import pytest
 from helpers import free_port, http_get, tcp_connect
 from prometheus_client.parser import text_string_to_metric_families
 
-from haproxy_k8s.metrics import (
+from haproxy_k8s.config.model import Bind
+from haproxy_k8s.daemon.metrics import (
     THREAD_NAME,
     MetricsExporter,
     MetricsSnapshot,
     snapshot_of,
 )
-from haproxy_k8s.model import Bind
-from haproxy_k8s.status import DaemonState, overlay
+from haproxy_k8s.daemon.status import DaemonState, overlay
 
 HOST = "127.0.8.1"
 NAMES = {
@@ -94,7 +94,7 @@ def test_a_taken_port_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> 
     with socket.socket() as squatter:
         squatter.bind((HOST, 0))
         squatter.listen()
-        with caplog.at_level(logging.ERROR, logger="haproxy_k8s.metrics"):
+        with caplog.at_level(logging.ERROR, logger="haproxy_k8s.daemon.metrics"):
             exporter.serve(Bind(HOST, squatter.getsockname()[1]))
     assert not exporter.serving
     assert "cannot serve metrics" in caplog.text

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from haproxy_k8s.loader import load_config
-from haproxy_k8s.render import render
+from haproxy_k8s.config.loader import load_config
+from haproxy_k8s.haproxy.render import render
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,7 @@ def test_wheel_ships_the_template_and_the_console_script(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         assert "haproxy_k8s/templates/haproxy.cfg.j2" in names
-        assert "haproxy_k8s/cli.py" in names
+        assert "haproxy_k8s/cli/__init__.py" in names
         assert not any(n.startswith(("tests/", "examples/")) for n in names)
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         parser = configparser.ConfigParser()

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from haproxy_k8s.model import Bind, Cluster, ClusterSettings, Config, Node
-from haproxy_k8s.plan import NOOP, RELOAD, RUNTIME, make_plan
+from haproxy_k8s.apply.plan import NOOP, RELOAD, RUNTIME, make_plan
+from haproxy_k8s.config.model import Bind, Cluster, ClusterSettings, Config, Node
 
 M1 = Node("m1", "127.0.8.10")
 M2 = Node("m2", "127.0.8.11")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from haproxy_k8s.protocol import (
+from haproxy_k8s.haproxy.replies import (
     filter_servers_state,
     parse_servers_state,
     parse_show_proc,

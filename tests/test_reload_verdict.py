@@ -6,8 +6,8 @@ so those cases are checked on the pure functions only.
 
 from __future__ import annotations
 
-from haproxy_k8s.process import _reload_settled, _reload_succeeded
-from haproxy_k8s.protocol import Process, ProcTable
+from haproxy_k8s.haproxy.master import _reload_settled, _reload_succeeded
+from haproxy_k8s.haproxy.replies import Process, ProcTable
 
 V = "2.6.12"
 

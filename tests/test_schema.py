@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from haproxy_k8s.config.loader import load_config
+from haproxy_k8s.config.model import Bind, ClusterSettings, Config, HaproxySettings
+from haproxy_k8s.config.schema import SECTION_KEYS, build_config, dotted_key
 from haproxy_k8s.errors import ConfigError
-from haproxy_k8s.loader import load_config
-from haproxy_k8s.model import Bind, ClusterSettings, Config, HaproxySettings
-from haproxy_k8s.schema import SECTION_KEYS, build_config, dotted_key
 
 FILE = "conf.d/50-test.toml"
 DELETE = object()  # overlay value that removes the key from the base config

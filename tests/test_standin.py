@@ -18,8 +18,8 @@ import pytest
 from conftest import StandInFactory
 from helpers import free_port, http_get, https_get, tcp_connect, wait_until
 
-from haproxy_k8s.certs import CertBundle, make_client_cert
-from haproxy_k8s.standin import StandIn
+from haproxy_k8s.demo.certs import CertBundle, make_client_cert
+from haproxy_k8s.demo.standin import StandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -282,7 +282,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     host = "127.0.8.18"
     port = free_port(host)
     command = [
-        sys.executable, "-m", "haproxy_k8s.standin",
+        sys.executable, "-m", "haproxy_k8s.demo.standin",
         "--name", "cli", "--host", host, "--port", str(port), "--cert-dir", str(tmp_path),
     ]  # fmt: skip
     with (tmp_path / "out.log").open("w") as log:

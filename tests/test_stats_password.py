@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from haproxy_k8s.applier import haproxy_env
+from haproxy_k8s.apply.applier import haproxy_env
+from haproxy_k8s.config.model import Config, StatsSettings
 from haproxy_k8s.errors import ConfigError
-from haproxy_k8s.model import Config, StatsSettings
-from haproxy_k8s.render import STATS_PASSWORD_ENV
+from haproxy_k8s.haproxy.render import STATS_PASSWORD_ENV
 
 
 def config_with(password_file: Path) -> Config:

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from haproxy_k8s.status import (
+from haproxy_k8s.cli.status import format_table
+from haproxy_k8s.daemon.status import (
     EXIT_CLUSTER_DOWN,
     EXIT_DEGRADED,
     EXIT_OK,
@@ -21,7 +22,6 @@ from haproxy_k8s.status import (
     utc_now,
     verdict,
 )
-from haproxy_k8s.statuscmd import format_table
 
 
 @pytest.mark.parametrize(("status", "state"), [

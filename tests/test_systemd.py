@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from haproxy_k8s.systemd import Notifier
+from haproxy_k8s.daemon.systemd import Notifier
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def test_disabled_without_usable_socket(
 def test_send_failure_is_swallowed_and_logged_once(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="haproxy_k8s.systemd")
+    caplog.set_level(logging.DEBUG, logger="haproxy_k8s.daemon.systemd")
     monkeypatch.setenv("NOTIFY_SOCKET", str(short_tmp / "nobody-listens"))
     notifier = Notifier()
     assert notifier.enabled
@@ -144,7 +144,7 @@ def test_send_failure_is_swallowed_and_logged_once(
 def test_failure_is_logged_again_after_a_success(
     short_tmp: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="haproxy_k8s.systemd")
+    caplog.set_level(logging.DEBUG, logger="haproxy_k8s.daemon.systemd")
     path = str(short_tmp / "flaky")
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     notifier = Notifier()

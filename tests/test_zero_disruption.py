@@ -15,8 +15,8 @@ from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
 from helpers import free_port, https_get, wait_until
 from load import Load
 
-from haproxy_k8s.runtime import AdminSocket
-from haproxy_k8s.standin import StandIn
+from haproxy_k8s.demo.standin import StandIn
+from haproxy_k8s.haproxy.sockets import AdminSocket
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
 

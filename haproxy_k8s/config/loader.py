@@ -18,7 +18,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .model import DEFAULT_STATE_DIR, Config
 from .schema import KeyPath, build_config, dotted_key
 

@@ -13,19 +13,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import opstate
-from . import render as render_mod
-from .errors import ConfigError, HaproxyK8sError, ProcessError, RuntimeApiError
-from .fileio import publish, write_atomic
-from .loader import load_config
-from .model import Config
-from .ops import RuntimeOps
-from .paths import StatePaths
+from ..config.loader import load_config
+from ..config.model import Config
+from ..errors import ConfigError, HaproxyK8sError, ProcessError, RuntimeApiError
+from ..fileio import publish, write_atomic
+from ..haproxy import render as render_mod
+from ..haproxy.check import check_config
+from ..haproxy.master import HaproxyMaster
+from ..haproxy.paths import StatePaths
+from ..haproxy.replies import filter_servers_state
+from ..haproxy.sockets import AdminSocket
+from . import operator as opstate
+from .membership import RuntimeOps
 from .plan import RUNTIME, NodeChange, make_plan
-from .process import HaproxyMaster
-from .protocol import filter_servers_state
-from .runtime import AdminSocket
-from .validate import check_config
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from types import FrameType, TracebackType
 from typing import Any, Literal, Self, cast
 from urllib.parse import urlsplit
 
-from haproxy_k8s.certs import CertBundle, make_certs
+from .certs import CertBundle, make_certs
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +413,7 @@ def _wait_readable(sock: socket.socket, timeout: float) -> bool:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m haproxy_k8s.standin",
+        prog="python -m haproxy_k8s.demo.standin",
         description="Run one stand-in kube-apiserver until SIGTERM or SIGINT.",
     )
     parser.add_argument("--name", default="standin", help="reported as `node` by /version")

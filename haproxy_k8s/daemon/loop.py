@@ -18,17 +18,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .applier import Applier, ApplyOutcome
-from .errors import ConfigError, HaproxyK8sError, ValidationError
-from .fileio import write_atomic
+from ..apply.applier import Applier, ApplyOutcome
+from ..config.loader import load_config, state_dir_hint
+from ..config.model import Config, HaproxySettings, WatchSettings
+from ..errors import ConfigError, HaproxyK8sError, ValidationError
+from ..fileio import write_atomic
+from ..haproxy.check import haproxy_version
+from ..sources.watcher import DirWatcher
 from .health import HealthPoller, poll_interval
-from .loader import load_config, state_dir_hint
 from .metrics import MetricsExporter, snapshot_of
-from .model import Config, HaproxySettings, WatchSettings
 from .status import DaemonState, cluster_view, dumps, utc_now
 from .systemd import Notifier
-from .validate import haproxy_version
-from .watcher import DirWatcher
 
 log = logging.getLogger(__name__)
 

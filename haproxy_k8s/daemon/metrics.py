@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .model import Bind
+from ..config.model import Bind
 from .status import DaemonState, parse_utc, state_counts
 
 log = logging.getLogger(__name__)

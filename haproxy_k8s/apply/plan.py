@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .model import Cluster, Config, Node
+from ..config.model import Cluster, Config, Node
 
 NOOP, RUNTIME, RELOAD = "noop", "runtime", "reload"
 # Dynamic servers need a dynamic load-balancing algorithm (HAProxy-NOTES.md).

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ValidationError
+from ..errors import ValidationError
 
 _ALERT = re.compile(r"^\[(ALERT|WARNING)\]\s*(?:\(\d+\)\s*)?:\s*(.*)$")
 # HAProxy names the file and line as `[path:line]`; we point at the template

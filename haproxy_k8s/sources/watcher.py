@@ -9,7 +9,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from .loader import DROPIN_DIR, MAIN_FILE, is_ignored
+from ..config.loader import DROPIN_DIR, MAIN_FILE, is_ignored
 
 
 class _Handler(FileSystemEventHandler):

@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from . import opstate
-from .errors import RuntimeApiError
-from .paths import StatePaths
-from .protocol import parse_show_stat
-from .runtime import AdminSocket
-from .schema import is_valid_name
+from ..apply import operator as opstate
+from ..config.schema import is_valid_name
+from ..errors import RuntimeApiError
+from ..haproxy.paths import StatePaths
+from ..haproxy.replies import parse_show_stat
+from ..haproxy.sockets import AdminSocket
 
 
 @dataclass(frozen=True)

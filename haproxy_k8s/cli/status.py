@@ -17,14 +17,9 @@ from typing import Any
 
 import psutil
 
-from .errors import HaproxyK8sError, RuntimeApiError
-from .health import ServerKey, read_stats
-from .loader import load_config
-from .paths import StatePaths
-from .process import read_pid
-from .protocol import parse_show_proc
-from .runtime import MasterSocket
-from .status import (
+from ..config.loader import load_config
+from ..daemon.health import ServerKey, read_stats
+from ..daemon.status import (
     BACKEND_PREFIX,
     StatRow,
     StatRows,
@@ -33,6 +28,11 @@ from .status import (
     overlay,
     verdict,
 )
+from ..errors import HaproxyK8sError, RuntimeApiError
+from ..haproxy.master import read_pid
+from ..haproxy.paths import StatePaths
+from ..haproxy.replies import parse_show_proc
+from ..haproxy.sockets import MasterSocket
 
 SOCKET_TIMEOUT = 2.0
 

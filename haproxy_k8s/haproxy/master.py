@@ -21,10 +21,10 @@ from pathlib import Path
 
 import psutil
 
-from .errors import ProcessError, RuntimeApiError
+from ..errors import ProcessError, RuntimeApiError
 from .paths import StatePaths
-from .protocol import ProcTable, parse_show_proc
-from .runtime import MasterSocket
+from .replies import ProcTable, parse_show_proc
+from .sockets import MasterSocket
 
 log = logging.getLogger(__name__)
 

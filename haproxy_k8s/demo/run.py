@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from ..daemon.logsetup import setup_logging
+from ..daemon.loop import Daemon
+from ..errors import HaproxyK8sError
 from .certs import make_certs
-from .daemon import Daemon
-from .errors import HaproxyK8sError
-from .logsetup import setup_logging
 from .standin import MODES, Mode, StandIn
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .fileio import write_atomic
+from ..fileio import write_atomic
 
 ADMIN_STATES = ("ready", "drain", "maint")
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import Config
+from ..config.model import Config
 
 STATES = ("UP", "DOWN", "NOLB", "MAINT", "DRAIN", "UNKNOWN")
 

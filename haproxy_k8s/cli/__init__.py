@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import HaproxyK8sError
-from .model import DEFAULT_CONFIG_DIR
-from .paths import StatePaths
+from .. import __version__
+from ..config.model import DEFAULT_CONFIG_DIR
+from ..errors import HaproxyK8sError
+from ..haproxy.paths import StatePaths
 
 # Each command imports what it needs inside it: the operator verbs (status,
 # drain, ready) must not pay for Jinja2 and the whole apply pipeline at start.
@@ -34,8 +34,8 @@ def _fail(message: str, code: int = 1) -> int:
 
 # -- check / render ---------------------------------------------------------------
 def cmd_render(args: argparse.Namespace) -> int:
-    from .loader import load_config
-    from .render import render
+    from ..config.loader import load_config
+    from ..haproxy.render import render
 
     try:
         sys.stdout.write(render(load_config(_config_dir(args))))
@@ -46,10 +46,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the drop-ins and the rendered config; change nothing."""
-    from .applier import ensure_server_state_file, haproxy_env
-    from .loader import load_config
-    from .render import render
-    from .validate import check_config, haproxy_version
+    from ..apply.applier import ensure_server_state_file, haproxy_env
+    from ..config.loader import load_config
+    from ..haproxy.check import check_config, haproxy_version
+    from ..haproxy.render import render
 
     config_dir = _config_dir(args)
     try:
@@ -75,8 +75,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 # -- run ----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon import Daemon
-    from .logsetup import setup_logging
+    from ..daemon.logsetup import setup_logging
+    from ..daemon.loop import Daemon
 
     setup_logging(args.log_level)
     # watchdog logs every inotify event at debug level: far too much even for debugging us.
@@ -92,13 +92,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # -- status / reload ------------------------------------------------------------------
 def _state_paths(args: argparse.Namespace) -> StatePaths:
-    from .loader import state_dir_hint
+    from ..config.loader import state_dir_hint
 
     return StatePaths(Path(args.state_dir or state_dir_hint(_config_dir(args))))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .statuscmd import collect, format_table
+    from .status import collect, format_table
 
     doc, code = collect(_state_paths(args), _config_dir(args))
     sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else format_table(doc))
@@ -107,8 +107,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """SIGHUP the running daemon and report the outcome of the apply it triggers."""
-    from .process import read_pid
-    from .statuscmd import read_saved
+    from ..haproxy.master import read_pid
+    from .status import read_saved
 
     paths = _state_paths(args)
     pid = read_pid(paths.daemon_pid)
@@ -141,8 +141,8 @@ def _report_apply(daemon: dict[str, Any]) -> int:
 
 def cmd_admin_state(args: argparse.Namespace) -> int:
     """drain / ready / maint: set a node's admin state and remember it."""
-    from .adminstate import parse_target, set_admin_state, wait_drained
-    from .schema import parse_duration
+    from ..config.schema import parse_duration
+    from .admin import parse_target, set_admin_state, wait_drained
 
     try:
         target = parse_target(args.target)
@@ -164,7 +164,7 @@ def cmd_admin_state(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo.run import run_demo
 
     return run_demo(duration=args.duration, directory=Path(args.dir) if args.dir else None)
 
@@ -218,6 +218,3 @@ def main(argv: list[str] | None = None) -> int:
     code: int = args.func(args)
     return code
 
-
-if __name__ == "__main__":
-    sys.exit(main())

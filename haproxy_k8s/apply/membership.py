@@ -12,12 +12,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .errors import RuntimeApiError
-from .model import Config
+from ..config.model import Config
+from ..errors import RuntimeApiError
+from ..haproxy.render import server_params
+from ..haproxy.replies import parse_servers_state, parse_show_stat
+from ..haproxy.sockets import AdminSocket
 from .plan import NodeChange
-from .protocol import parse_servers_state, parse_show_stat
-from .render import server_params
-from .runtime import AdminSocket
 
 log = logging.getLogger(__name__)
 

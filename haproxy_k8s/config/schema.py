@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .model import (
     Bind,
     Cluster,

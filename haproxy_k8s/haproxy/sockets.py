@@ -11,7 +11,7 @@ import socket
 import time
 from pathlib import Path
 
-from .errors import RuntimeApiError
+from ..errors import RuntimeApiError
 
 _END_OF_REPLY = b"\n\n"
 

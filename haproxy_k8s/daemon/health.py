@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RuntimeApiError
-from .model import Config
-from .protocol import parse_show_stat
-from .runtime import AdminSocket
+from ..config.model import Config
+from ..errors import RuntimeApiError
+from ..haproxy.replies import parse_show_stat
+from ..haproxy.sockets import AdminSocket
 from .status import BACKEND_PREFIX, StatRow, StatRows, check_reason, node_state
 
 log = logging.getLogger(__name__)

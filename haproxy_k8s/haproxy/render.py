@@ -12,8 +12,8 @@ from pathlib import Path
 
 import jinja2
 
-from .errors import RenderError
-from .model import ClusterSettings, Config, Node
+from ..config.model import ClusterSettings, Config, Node
+from ..errors import RenderError
 from .paths import StatePaths
 
 TEMPLATE = "haproxy.cfg.j2"
@@ -27,7 +27,7 @@ def _template_dir() -> Path:
     packaged = Path(str(resources.files("haproxy_k8s"))) / "templates"
     if (packaged / TEMPLATE).is_file():
         return packaged
-    return Path(__file__).resolve().parent.parent / "templates"
+    return Path(__file__).resolve().parents[2] / "templates"
 
 
 def fmt_duration(ms: int) -> str:
