@@ -1,7 +1,9 @@
 """`haproxy-k8s drain|ready|maint CLUSTER/NODE`: operator admin state.
 
-Applied live through the admin socket and recorded in state_dir, so the
-daemon puts it back after reloads, HAProxy restarts and its own restarts.
+The daemon is the one writer to HAProxy: these verbs ask it through its
+control socket, and it sets the state live and records it in the state dir,
+so it comes back after reloads, HAProxy restarts and its own restarts.
+Waiting for a drain only reads HAProxy's stats.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..apply import operator as opstate
+from ..config.model import backend_name
 from ..config.schema import is_valid_name
+from ..daemon import control
 from ..errors import RuntimeApiError
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import parse_show_stat
@@ -24,7 +27,7 @@ class Target:
 
     @property
     def server(self) -> str:
-        return f"be_{self.cluster}/{self.node}"
+        return f"{backend_name(self.cluster)}/{self.node}"
 
     def __str__(self) -> str:
         return f"{self.cluster}/{self.node}"
@@ -37,13 +40,16 @@ def parse_target(text: str) -> Target:
     return Target(cluster, node)
 
 
+class RefusedError(RuntimeApiError):
+    """The daemon answered, and said no (an unknown node, HAProxy refused)."""
+
+
 def set_admin_state(paths: StatePaths, target: Target, state: str) -> None:
-    """Set the live state first (fails for an unknown node), then record it."""
-    reply = AdminSocket(paths.admin_socket).command(
-        f"set server {target.server} state {state}").strip()
-    if reply:
-        raise RuntimeApiError(f"{target}: {reply}")
-    opstate.set_state(paths.operator_state, str(target), state)
+    """Ask the running daemon to set `state`; raises RuntimeApiError without one."""
+    reply = control.call(paths.control_socket, state, {"target": str(target)})
+    if not reply.get("ok"):
+        error = reply.get("error") or {}
+        raise RefusedError(str(error.get("message", error)))
 
 
 def sessions(paths: StatePaths, target: Target) -> int:

@@ -11,6 +11,17 @@ from dataclasses import dataclass, field
 
 DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
 DEFAULT_STATE_DIR = "/run/haproxy-k8s"
+# HAProxy backends are named after their cluster: the one place this is spelled.
+BACKEND_PREFIX = "be_"
+
+
+def backend_name(cluster: str) -> str:
+    return BACKEND_PREFIX + cluster
+
+
+def cluster_of_backend(backend: str) -> str | None:
+    """The cluster a backend belongs to; None for backends that are not ours."""
+    return backend[len(BACKEND_PREFIX):] if backend.startswith(BACKEND_PREFIX) else None
 
 
 @dataclass(frozen=True, order=True)
@@ -133,7 +144,7 @@ class Cluster:
 
     @property
     def backend(self) -> str:
-        return f"be_{self.name}"
+        return backend_name(self.name)
 
     @property
     def frontend(self) -> str:
