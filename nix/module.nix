@@ -270,13 +270,15 @@ in
     }];
 
     environment.etc.${dropIn}.text = dropInText;
+    # `haproxy-k8s status`, `check`, `drain` … on the command line.
+    environment.systemPackages = [ cfg.package ];
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall firewallPorts;
 
+    # The same definition as nixpkgs' services.haproxy, so the two never conflict.
     users.users.haproxy = {
       isSystemUser = true;
       group = "haproxy";
-      description = "HAProxy (haproxy-k8s)";
     };
     users.groups.haproxy = { };
 

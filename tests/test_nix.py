@@ -221,9 +221,9 @@ def test_origin_unit_matches_the_shipped_unit_file(origin: dict[str, Any]) -> No
     assert unit["after"] == shipped["Unit.After"].split()
     assert unit["wants"] == shipped["Unit.Wants"].split()
     assert unit["wantedBy"] == shipped["Install.WantedBy"].split()
-    assert origin["users"]["haproxy"] == {
-        "isSystemUser": True, "group": "haproxy", "description": "HAProxy (haproxy-k8s)"}
+    assert origin["users"]["haproxy"] == {"isSystemUser": True, "group": "haproxy"}
     assert origin["groups"] == {"haproxy": {}}
+    assert origin["systemPackages"] == ["haproxy-k8s-0.1.0"]
 
 
 def test_a_node_change_reloads_and_never_restarts(origin: dict[str, Any], nix_home: Path,
@@ -286,7 +286,8 @@ def test_firewall_opens_every_bind_port(nix_home: Path, tmp_path: Path) -> None:
 
 def test_disabled_module_sets_nothing(nix_home: Path, tmp_path: Path) -> None:
     result = evaluate(ORIGIN_BLOCK.replace("enable = true", "enable = false"), nix_home, tmp_path)
-    assert (result["etc"], result["allowedTCPPorts"], result["services"]) == ({}, [], {})
+    assert (result["etc"], result["allowedTCPPorts"], result["services"],
+            result["systemPackages"]) == ({}, [], {}, [])
 
 
 @pytest.mark.parametrize(("mistake", "old", "new", "option", "why"), [

@@ -13,6 +13,8 @@ let
     options = {
       assertions = lib.mkOption { type = lib.types.listOf lib.types.anything; default = [ ]; };
       environment.etc = anyAttrs;
+      environment.systemPackages =
+        lib.mkOption { type = lib.types.listOf lib.types.package; default = [ ]; };
       networking.firewall.allowedTCPPorts =
         lib.mkOption { type = lib.types.listOf lib.types.port; default = [ ]; };
       systemd.services = anyAttrs;
@@ -39,6 +41,7 @@ in
 {
   failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) c.assertions);
   etc = lib.mapAttrs (_: file: file.text) c.environment.etc;
+  systemPackages = map (p: p.name) c.environment.systemPackages;
   allowedTCPPorts = c.networking.firewall.allowedTCPPorts;
   services = c.systemd.services;
   users = c.users.users;
