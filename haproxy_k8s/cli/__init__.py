@@ -64,6 +64,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_firewall(args: argparse.Namespace) -> int:
+    """Print an nftables table opening the binds' ports and the stats port to stats.allow."""
+    from .firewall import render_firewall
+    from .loader import load_config
+
+    try:
+        sys.stdout.write(render_firewall(load_config(_config_dir(args))))
+    except HaproxyK8sError as e:
+        return _fail(str(e))
+    return 0
+
+
 # -- run ----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from ..daemon.logsetup import setup_logging
@@ -169,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=cmd_check)
     sub.add_parser("render", parents=[common], help="print the rendered haproxy.cfg"
                    ).set_defaults(func=cmd_render)
+    sub.add_parser("firewall", parents=[common], help="print an nftables ruleset for the "
+                   "configured ports").set_defaults(func=cmd_firewall)
     status = sub.add_parser("status", parents=[common], help="backend health")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--state-dir", help="override haproxy.state_dir")
