@@ -15,8 +15,8 @@ import pytest
 from daemonutil import cli
 from helpers import require_tool
 
-from haproxy_k8s.firewall import ACCEPT_MARK, TABLE, render_firewall
-from haproxy_k8s.loader import load_config
+from haproxy_k8s.cli.firewall import ACCEPT_MARK, TABLE, render_firewall
+from haproxy_k8s.config.loader import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"

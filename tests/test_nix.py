@@ -27,10 +27,10 @@ from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
 from helpers import free_port, http_get, https_get, require_tool, wait_until
 from test_firewall import nft_check, rules
 
-from haproxy_k8s.firewall import render_firewall
-from haproxy_k8s.loader import load_config
-from haproxy_k8s.render import render
-from haproxy_k8s.standin import StandIn
+from haproxy_k8s.cli.firewall import render_firewall
+from haproxy_k8s.config.loader import load_config
+from haproxy_k8s.demo.standin import StandIn
+from haproxy_k8s.haproxy.render import render
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL_NIX = REPO / "tests" / "nix" / "eval.nix"

@@ -66,8 +66,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_firewall(args: argparse.Namespace) -> int:
     """Print an nftables table opening the binds' ports and the stats port to stats.allow."""
+    from ..config.loader import load_config
     from .firewall import render_firewall
-    from .loader import load_config
 
     try:
         sys.stdout.write(render_firewall(load_config(_config_dir(args))))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .model import Bind, Config
+from ..config.model import Bind, Config
 
 TABLE = "haproxy_k8s"
 # One bit of the packet mark, outside the bits kube-proxy (0x4000, 0x8000), Cilium
