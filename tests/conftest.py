@@ -167,3 +167,24 @@ def _leaked_threads(before: set[threading.Thread]) -> list[str]:
         return []
     except AssertionError:
         return [f"thread {thread.name!r}" for thread in new_threads()]
+
+
+def _system_state_dir() -> tuple[bool, list[tuple[str, float]]]:
+    """Whether the default state dir exists, and its entries with their mtimes."""
+    from haproxy_k8s.config.model import DEFAULT_STATE_DIR
+
+    root = Path(DEFAULT_STATE_DIR)
+    try:
+        entries = sorted((p.name, p.lstat().st_mtime) for p in root.iterdir())
+    except OSError:
+        return root.exists(), []
+    return True, entries
+
+
+@pytest.fixture(scope="session", autouse=True)
+def system_state_untouched() -> Iterator[None]:
+    """No test may write to the machine's own /run/haproxy-k8s (a live service's)."""
+    before = _system_state_dir()
+    yield
+    after = _system_state_dir()
+    assert after == before, f"the test session changed the system state dir: {after}"

@@ -101,12 +101,17 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> DaemonProcess:
+        self.start_unwaited()
+        wait_until(self._started, timeout, message=f"daemon start ({self.log_text()[-2000:]})")
+        return self
+
+    def start_unwaited(self) -> DaemonProcess:
+        """Start the process and return at once (the caller waits its own way)."""
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "haproxy_k8s.cli", "run", "--config-dir",
                  str(self.config.root), "--log-level", "debug"],
                 stdout=log, stderr=subprocess.STDOUT, env=child_env(**self.env))
-        wait_until(self._started, timeout, message=f"daemon start ({self.log_text()[-2000:]})")
         return self
 
     def _started(self) -> bool:

@@ -53,7 +53,7 @@ def validate_candidate(text: str, paths: StatePaths, binary: str,
     The candidate is removed when HAProxy refuses it, so only a validated
     file can ever be published (renamed over haproxy.cfg).
     """
-    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.ensure_root()
     ensure_server_state_file(paths)
     write_atomic(paths.candidate, text, mode=0o640)
     try:

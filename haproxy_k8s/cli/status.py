@@ -181,8 +181,9 @@ def _header_lines(doc: StatusDocument) -> list[str]:
     if error:
         where = f"{error.get('file')}: " if error.get("file") else ""
         lines.append(f"error:    {where}{error.get('message')} (at {error.get('at')})")
-    last = daemon.last_apply
-    if last is not None and last.action != "noop":
+    # The last apply that did something: why HAProxy runs what it runs.
+    last = next((r for r in reversed(daemon.history) if r.action != "noop"), None)
+    if last is not None:
         why = f" ({last.plan})" if last.plan else ""
         lines.append(f"last:     {last.action}{why} on {last.reason}, {last.at}")
     lines += [f"unreachable: {problem}" for problem in doc.unreachable]

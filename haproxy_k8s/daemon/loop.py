@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from ..apply.applier import Applier, ApplyOutcome
-from ..config.loader import state_dir_hint
+from ..config.loader import config_files, state_dir_hint
 from ..config.model import Config, HaproxySettings
 from ..errors import ConfigError, HaproxyK8sError, ValidationError
 from ..haproxy.check import haproxy_version
@@ -28,6 +28,7 @@ from ..sources.files import FileSource
 from .control import ControlServer, Request
 from .debounce import Debouncer
 from .health import HealthPoller, poll_interval
+from .lock import StateDirLock
 from .publisher import StatusPublisher
 from .readiness import wait_serving
 from .state import DaemonState
@@ -63,6 +64,7 @@ class Daemon:
         self.health: HealthPoller | None = None
         self.publisher: StatusPublisher | None = None
         self.control: ControlServer | None = None
+        self.lock: StateDirLock | None = None
         self.debounce = Debouncer(0.2, 2.0, 0.02)
         self.notifier = Notifier()
         self._watchdog_every = self.notifier.watchdog_interval()
@@ -95,6 +97,8 @@ class Daemon:
     def start(self) -> None:
         """Adopt or start HAProxy on the first valid config; raise if nothing can serve."""
         config, error = self._initial_config()
+        self.lock = StateDirLock(Path(config.haproxy.state_dir))
+        self.lock.acquire()
         self.applier = Applier(config, promex=self._detect(config))
         # A transition wakes the main loop, so status.json follows it at once.
         self.health = HealthPoller(self.applier.paths.admin_socket,
@@ -113,6 +117,11 @@ class Daemon:
         try:
             config = self.desired()
         except ConfigError as e:
+            # No config files at all (a wrong --config-dir): nothing was ever
+            # published for it, and a guessed state dir may be a live
+            # service's. Touch nothing.
+            if not config_files(self.config_dir):
+                raise
             # Broken drop-ins: find the state dir anyway, to adopt or restart
             # HAProxy on the last published config.
             settings = HaproxySettings(state_dir=state_dir_hint(self.config_dir))
@@ -233,6 +242,8 @@ class Daemon:
             self._stop_observers()
             if started:
                 self.shutdown()
+            if self.lock is not None:
+                self.lock.release()
 
     def _start_sources(self) -> None:
         self.files.start(self._post_file)

@@ -97,7 +97,7 @@ class StatusPublisher:
         self.paths.daemon_pid.unlink(missing_ok=True)
 
     def write_pid(self) -> None:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.paths.ensure_root()
         write_atomic(self.paths.daemon_pid, f"{os.getpid()}\n", mode=0o640)
 
     def serve_metrics(self, config: Config) -> None:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+STATE_DIR_MODE = 0o750  # as the unit's RuntimeDirectoryMode: the haproxy group may read
 
 
 @dataclass(frozen=True)
 class StatePaths:
     root: Path
+
+    def ensure_root(self) -> None:
+        """Create the state dir private to the service (0750), as systemd would."""
+        if not self.root.is_dir():
+            self.root.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+            os.chmod(self.root, STATE_DIR_MODE)  # mkdir's mode is filtered by the umask
 
     @property
     def config(self) -> Path:
