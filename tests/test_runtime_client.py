@@ -4,7 +4,7 @@ reply check on the texts HAProxy 2.6.12 answered (captured with the real binary)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -141,7 +141,7 @@ def test_membership_commands_on_real_haproxy(haproxy: StatePaths) -> None:
 
 def test_refusals_name_the_command_and_haproxys_words(haproxy: StatePaths) -> None:
     client = RuntimeClient(haproxy.admin_socket)
-    cases = [
+    cases: list[tuple[Callable[[], None], str]] = [
         (lambda: client.set_state("be_c0/m9", AdminState.DRAIN), "No such server."),
         (lambda: client.del_server("be_c0/m1"), "Only servers in maintenance mode"),
         (lambda: client.add_server("be_c0/m1", "127.0.8.10:1", ""), "Already exists"),

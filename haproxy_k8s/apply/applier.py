@@ -11,10 +11,11 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from ..config.loader import load_config
-from ..config.model import Config
+from ..config.model import Config, server_id
 from ..errors import ConfigError, HaproxyK8sError, ProcessError, RuntimeApiError
 from ..fileio import publish, write_atomic
 from ..haproxy import render as render_mod
@@ -22,17 +23,28 @@ from ..haproxy.check import check_config
 from ..haproxy.master import HaproxyMaster
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import filter_servers_state
-from ..haproxy.sockets import AdminSocket
+from ..haproxy.runtime import RuntimeClient
 from . import operator as opstate
 from .membership import RuntimeOps
-from .plan import RUNTIME, NodeChange, make_plan
+from .plan import NodeChange, PlanKind, make_plan
 
 log = logging.getLogger(__name__)
 
 
+class ApplyAction(StrEnum):
+    """What an apply did (status.json's `last_apply.action`)."""
+
+    NOOP = "noop"
+    START = "start"
+    RELOAD = "reload"
+    RUNTIME = "runtime"
+    ROLLBACK = "rollback"
+    ERROR = "error"
+
+
 @dataclass
 class ApplyOutcome:
-    action: str  # noop | start | reload | runtime | rollback | error
+    action: ApplyAction
     error: HaproxyK8sError | None = None
     runtime_changes: int = 0
     reload_reason: str = ""
@@ -80,7 +92,7 @@ class Applier:
         self.promex = promex
         self.applied: Config | None = None  # the desired state HAProxy runs now
         self.master = HaproxyMaster(self.binary, self.paths, haproxy_env(config))
-        self.admin = AdminSocket(self.paths.admin_socket)
+        self.admin = RuntimeClient(self.paths.admin_socket)
         self.ops = RuntimeOps(self.admin)
 
     # -- public ------------------------------------------------------------
@@ -89,13 +101,13 @@ class Applier:
         try:
             outcome = self._apply(load_config(self.config_dir))
         except HaproxyK8sError as e:
-            outcome = ApplyOutcome("error", e)
+            outcome = ApplyOutcome(ApplyAction.ERROR, e)
         except OSError as e:
             # A full or read-only state dir must not kill the daemon: HAProxy
             # keeps serving what it runs, and status says why nothing applies.
             error = HaproxyK8sError(f"cannot write in {self.paths.root}: {e}")
             error.file = e.filename if isinstance(e.filename, str) else None
-            outcome = ApplyOutcome("error", error)
+            outcome = ApplyOutcome(ApplyAction.ERROR, error)
         outcome.seconds = time.monotonic() - started
         return outcome
 
@@ -110,12 +122,12 @@ class Applier:
         text = render_mod.render(config, self.paths, promex=self.promex)
         if self.master.alive() and self._published_text() == text:
             self.applied = config
-            return ApplyOutcome("noop")
+            return ApplyOutcome(ApplyAction.NOOP)
         self._validate_candidate(text)
         if not self.master.alive():
             return self._start(config)
         plan = make_plan(self.applied, config)
-        if plan.kind == RUNTIME:
+        if plan.kind is PlanKind.RUNTIME:
             try:
                 return self._apply_runtime(config, plan.changes)
             except RuntimeApiError as e:
@@ -138,7 +150,7 @@ class Applier:
         publish(self.paths.candidate, self.paths.config)
         write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
         self.applied = config
-        return ApplyOutcome("runtime", runtime_changes=len(changes))
+        return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(changes))
 
     def _check_fixed_settings(self, config: Config) -> None:
         # The state dir and binary belong to the running master: changing them
@@ -172,7 +184,7 @@ class Applier:
         write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
         self.applied = config
         self.reapply_admin_states()
-        return ApplyOutcome("start")
+        return ApplyOutcome(ApplyAction.START)
 
     def _reload(self, config: Config) -> ApplyOutcome:
         self._save_server_state(config)
@@ -189,7 +201,7 @@ class Applier:
             write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
             self.applied = config
             self.reapply_admin_states()
-            return ApplyOutcome("reload")
+            return ApplyOutcome(ApplyAction.RELOAD)
         return self._rollback(result.alerts)
 
     def _rollback(self, alerts: list[str]) -> ApplyOutcome:
@@ -200,7 +212,8 @@ class Applier:
         detail = "; ".join(alerts) or "HAProxy refused the new config"
         if not back.ok:
             detail += " (and the rollback reload failed too; the old worker keeps serving)"
-        return ApplyOutcome("rollback", ProcessError(f"reload failed: {detail}"), alerts=alerts)
+        return ApplyOutcome(ApplyAction.ROLLBACK, ProcessError(f"reload failed: {detail}"),
+                            alerts=alerts)
 
     def _restore_last_good(self) -> None:
         write_atomic(self.paths.config, self.paths.last_good.read_bytes(), mode=0o640)
@@ -216,7 +229,7 @@ class Applier:
                 if state is None:
                     continue
                 try:
-                    self.ops.run(f"set server {cluster.backend}/{node.name} state {state}")
+                    self.admin.set_state(server_id(cluster.name, node.name), state)
                 except RuntimeApiError as e:
                     log.warning("cannot restore %s on %s/%s: %s", state, cluster.name,
                                 node.name, e)
@@ -226,7 +239,7 @@ class Applier:
         if not config.haproxy.server_state:
             return
         try:
-            dump = self.admin.command("show servers state")
+            dump = self.admin.dump_servers_state()
         except RuntimeApiError as e:
             log.warning("cannot save server state before reload: %s", e)
             return

@@ -10,11 +10,11 @@ import time
 from dataclasses import dataclass
 
 from ..apply import operator as opstate
+from ..config.model import AdminState, backend_name, server_id
 from ..config.schema import is_valid_name
 from ..errors import RuntimeApiError
 from ..haproxy.paths import StatePaths
-from ..haproxy.replies import parse_show_stat
-from ..haproxy.sockets import AdminSocket
+from ..haproxy.runtime import RuntimeClient, RuntimeReplyError
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Target:
 
     @property
     def server(self) -> str:
-        return f"be_{self.cluster}/{self.node}"
+        return server_id(self.cluster, self.node)
 
     def __str__(self) -> str:
         return f"{self.cluster}/{self.node}"
@@ -37,21 +37,22 @@ def parse_target(text: str) -> Target:
     return Target(cluster, node)
 
 
-def set_admin_state(paths: StatePaths, target: Target, state: str) -> None:
+def set_admin_state(paths: StatePaths, target: Target, state: AdminState | str) -> None:
     """Set the live state first (fails for an unknown node), then record it."""
-    reply = AdminSocket(paths.admin_socket).command(
-        f"set server {target.server} state {state}").strip()
-    if reply:
-        raise RuntimeApiError(f"{target}: {reply}")
+    state = AdminState(state)
+    try:
+        RuntimeClient(paths.admin_socket).set_state(target.server, state)
+    except RuntimeReplyError as e:
+        raise RuntimeApiError(f"{target}: {e.reply}") from e
     opstate.set_state(paths.operator_state, str(target), state)
 
 
 def sessions(paths: StatePaths, target: Target) -> int:
-    rows = parse_show_stat(AdminSocket(paths.admin_socket).command("show stat"))
-    for row in rows:
-        if f"{row['pxname']}/{row['svname']}" == target.server:
-            return int(row.get("scur") or 0)
-    raise RuntimeApiError(f"{target}: no such node in the running HAProxy")
+    row = RuntimeClient(paths.admin_socket).show_stat().get(
+        (backend_name(target.cluster), target.node))
+    if row is None:
+        raise RuntimeApiError(f"{target}: no such node in the running HAProxy")
+    return int(row.get("scur") or 0)
 
 
 def wait_drained(paths: StatePaths, target: Target, timeout: float) -> int:

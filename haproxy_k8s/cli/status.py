@@ -18,9 +18,9 @@ from typing import Any
 import psutil
 
 from ..config.loader import load_config
-from ..daemon.health import ServerKey, read_stats
+from ..config.model import cluster_of_backend
+from ..daemon.health import read_stats
 from ..daemon.status import (
-    BACKEND_PREFIX,
     StatRow,
     StatRows,
     cluster_view,
@@ -31,8 +31,8 @@ from ..daemon.status import (
 from ..errors import HaproxyK8sError, RuntimeApiError
 from ..haproxy.master import read_pid
 from ..haproxy.paths import StatePaths
-from ..haproxy.replies import parse_show_proc
-from ..haproxy.sockets import MasterSocket
+from ..haproxy.replies import ServerKey
+from ..haproxy.runtime import MasterClient
 
 SOCKET_TIMEOUT = 2.0
 
@@ -93,9 +93,8 @@ def _haproxy(paths: StatePaths, saved: dict[str, Any],
     haproxy: dict[str, Any] = {"version": None, "failed_reloads": 0}
     haproxy.update(saved.get("haproxy") or {})
     try:
-        reply = MasterSocket(paths.master_socket, SOCKET_TIMEOUT).command("show proc")
-        table = parse_show_proc(reply)
-    except (RuntimeApiError, ValueError) as e:
+        table = MasterClient(paths.master_socket, SOCKET_TIMEOUT).show_proc()
+    except RuntimeApiError as e:
         unreachable.append(f"master socket: {e}")
         haproxy.update(pid=None, reloads=None, workers=[])
         return haproxy
@@ -134,10 +133,11 @@ def _structure(saved: dict[str, Any], config_dir: Path,
 def _from_rows(rows: StatRows) -> list[dict[str, Any]]:
     clusters: dict[str, list[dict[str, Any]]] = {}
     for (backend, server), row in sorted(rows.items()):
-        if not backend.startswith(BACKEND_PREFIX) or server in ("FRONTEND", "BACKEND"):
+        cluster = cluster_of_backend(backend)
+        if cluster is None or server in ("FRONTEND", "BACKEND"):
             continue
         address, _, port = row.get("addr", "").rpartition(":")
-        clusters.setdefault(backend[len(BACKEND_PREFIX):], []).append(
+        clusters.setdefault(cluster, []).append(
             {"name": server, "address": address, "port": int(port) if port.isdigit() else None})
     return [{"name": name, "bind": [], "nodes": nodes} for name, nodes in clusters.items()]
 

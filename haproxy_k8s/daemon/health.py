@@ -15,15 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config.model import Config
+from ..config.model import Config, cluster_of_backend
 from ..errors import RuntimeApiError
-from ..haproxy.replies import parse_show_stat
-from ..haproxy.sockets import AdminSocket
-from .status import BACKEND_PREFIX, StatRow, StatRows, check_reason, node_state
+from ..haproxy.replies import ServerKey
+from ..haproxy.runtime import RuntimeClient
+from .status import StatRow, StatRows, check_reason, node_state
 
 log = logging.getLogger(__name__)
-
-ServerKey = tuple[str, str]  # (backend, server)
 
 # Poll at the fastest check interval, within these bounds: faster than HAProxy
 # checks tells nothing new, slower than a second makes `status` lag.
@@ -57,23 +55,18 @@ def poll_interval(config: Config | None) -> float:
 
 def read_stats(admin_socket: Path, timeout: float = 2.0) -> dict[ServerKey, StatRow]:
     """`show stat`, keyed by (proxy, server); raises RuntimeApiError."""
-    try:
-        rows = parse_show_stat(AdminSocket(admin_socket, timeout).command("show stat"))
-    except ValueError as e:
-        raise RuntimeApiError(f"{admin_socket}: {e}") from e
-    return {(r.get("pxname", ""), r.get("svname", "")): r for r in rows}
+    return dict(RuntimeClient(admin_socket, timeout).show_stat())
 
 
 def server_label(key: ServerKey) -> str:
     """`cluster-0/m1` for our backends; HAProxy's own names for anything else."""
     backend, server = key
-    cluster = backend[len(BACKEND_PREFIX):] if backend.startswith(BACKEND_PREFIX) else backend
-    return f"{cluster}/{server}"
+    return f"{cluster_of_backend(backend) or backend}/{server}"
 
 
 def is_managed_server(key: ServerKey) -> bool:
     backend, server = key
-    return backend.startswith(BACKEND_PREFIX) and server not in ("FRONTEND", "BACKEND")
+    return cluster_of_backend(backend) is not None and server not in ("FRONTEND", "BACKEND")
 
 
 def describe(key: ServerKey, before: str | None, row: StatRow) -> str:

@@ -12,14 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config.model import Config
+from ..config.model import Config, backend_name
 
 STATES = ("UP", "DOWN", "NOLB", "MAINT", "DRAIN", "UNKNOWN")
 
 EXIT_OK, EXIT_DEGRADED, EXIT_CLUSTER_DOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
-
-# Backends are named after their cluster (`Cluster.backend`).
-BACKEND_PREFIX = "be_"
 
 StatRow = Mapping[str, str]
 StatRows = Mapping[tuple[str, str], StatRow]  # (backend, server) -> `show stat` row
@@ -139,7 +136,7 @@ def overlay(clusters: list[dict[str, Any]], stats: StatRows | None) -> list[dict
     """Re-state a saved cluster list (status.json) from fresh `show stat` rows."""
     out = []
     for cluster in clusters:
-        backend = BACKEND_PREFIX + str(cluster.get("name", ""))
+        backend = backend_name(str(cluster.get("name", "")))
         nodes = [node_entry(str(n.get("name", "")), str(n.get("address", "")), n.get("port"),
                             stats.get((backend, str(n.get("name", ""))))
                             if stats is not None else None)
