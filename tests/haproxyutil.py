@@ -20,7 +20,7 @@ from haproxy_k8s.config.model import (
     StatsSettings,
 )
 from haproxy_k8s.daemon.health import read_stats
-from haproxy_k8s.daemon.status import node_state
+from haproxy_k8s.daemon.states import node_state
 from haproxy_k8s.demo.standin import StandIn
 from haproxy_k8s.haproxy.master import HaproxyMaster
 from haproxy_k8s.haproxy.paths import StatePaths

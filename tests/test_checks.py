@@ -13,7 +13,7 @@ from helpers import wait_until
 
 from haproxy_k8s.config.model import Bind, CheckKind, Node, StatsSettings
 from haproxy_k8s.daemon.health import read_stats
-from haproxy_k8s.daemon.status import check_reason, node_state
+from haproxy_k8s.daemon.states import check_reason, node_state
 from haproxy_k8s.demo.certs import CertBundle, make_certs, make_client_cert
 from haproxy_k8s.errors import ValidationError
 from haproxy_k8s.haproxy.check import check_config, haproxy_version

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from haproxy_k8s.config.model import WatchSettings
-from haproxy_k8s.daemon.loop import Debouncer
+from haproxy_k8s.daemon.debounce import Debouncer
 
 
 def due(d: Debouncer, now: float) -> float:

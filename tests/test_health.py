@@ -25,7 +25,7 @@ from helpers import free_port, http_get, https_get, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from haproxy_k8s.daemon.health import read_stats
-from haproxy_k8s.daemon.status import node_state
+from haproxy_k8s.daemon.states import node_state
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
 

@@ -17,7 +17,13 @@ from haproxy_k8s.daemon.metrics import (
     MetricsSnapshot,
     snapshot_of,
 )
-from haproxy_k8s.daemon.status import DaemonState, overlay
+from haproxy_k8s.daemon.state import DaemonState
+from haproxy_k8s.daemon.status import (
+    ClusterShape,
+    HaproxyStatus,
+    NodeShape,
+    build,
+)
 
 HOST = "127.0.8.1"
 NAMES = {
@@ -38,9 +44,10 @@ def test_snapshot_of_daemon_state_and_status() -> None:
     state = DaemonState(pid=1, generation=7, reloads=3, failed_reloads=1, config_errors=2,
                         haproxy_restarts=1, runtime_changes=5,
                         applied_at="2026-01-02T03:04:05.67Z")
-    clusters = overlay([{"name": "c0", "nodes": [{"name": "m1"}, {"name": "m2"}]}],
-                       {("be_c0", "m1"): {"status": "UP"}, ("be_c0", "m2"): {"status": "DOWN"}})
-    snap = snapshot_of(state, {"haproxy": {"reachable": True}, "clusters": clusters})
+    shape = [ClusterShape("c0", (), (NodeShape("m1", "", None), NodeShape("m2", "", None)))]
+    doc = build(state.status("/etc/haproxy-k8s"), HaproxyStatus(), shape,
+                {("be_c0", "m1"): {"status": "UP"}, ("be_c0", "m2"): {"status": "DOWN"}})
+    snap = snapshot_of(state, doc)
     assert (snap.generation, snap.reloads, snap.failed_reloads, snap.config_errors,
             snap.haproxy_restarts, snap.runtime_changes, snap.haproxy_up) == (7, 3, 1, 2, 1, 5,
                                                                                True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from haproxy_k8s.apply.applier import haproxy_env
+from haproxy_k8s.apply.candidate import haproxy_env
 from haproxy_k8s.config.model import Config, StatsSettings
 from haproxy_k8s.errors import ConfigError
 from haproxy_k8s.haproxy.render import STATS_PASSWORD_ENV

@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import pytest
 
 from haproxy_k8s.cli.status import format_table
+from haproxy_k8s.daemon.states import StatRows, node_state
 from haproxy_k8s.daemon.status import (
     EXIT_CLUSTER_DOWN,
     EXIT_DEGRADED,
     EXIT_OK,
     EXIT_UNREACHABLE,
     STATES,
+    ClusterStatus,
+    NodeStatus,
+    StatusDocument,
+    cluster_statuses,
     exit_code,
-    node_entry,
-    node_state,
-    overlay,
     parse_utc,
+    shape_of_saved,
     state_counts,
     utc_now,
     verdict,
 )
+
+
+def overlay(saved: list[dict[str, Any]], rows: StatRows | None) -> list[ClusterStatus]:
+    """Re-state a saved cluster list (status.json) from fresh `show stat` rows."""
+    clusters = StatusDocument.from_json({"clusters": saved}).clusters
+    return cluster_statuses(shape_of_saved(clusters), rows)
 
 
 @pytest.mark.parametrize(("status", "state"), [
@@ -36,19 +46,22 @@ def test_node_state(status: str, state: str) -> None:
 
 
 def test_node_entry_from_a_stat_row() -> None:
-    entry = node_entry("m1", "10.0.0.1", 6443, {
+    entry = asdict(NodeStatus.of("m1", "10.0.0.1", 6443, {
         "status": "DOWN", "check_status": "L7STS", "check_code": "500",
-        "check_duration": "3", "lastchg": "12", "scur": "4", "last_chk": "Internal Server Error"})
+        "check_duration": "3", "lastchg": "12", "scur": "4", "last_chk": "Internal Server Error"}))
     assert entry == {"name": "m1", "address": "10.0.0.1", "port": 6443, "state": "DOWN",
                      "check": "L7STS/500 in 3ms", "last_change_s": 12, "sessions": 4,
                      "admin": "ready", "check_detail": "Internal Server Error"}
-    unknown = node_entry("m1", "10.0.0.1", 6443, None)
-    assert unknown["state"] == "UNKNOWN" and unknown["sessions"] is None
+    unknown = NodeStatus.of("m1", "10.0.0.1", 6443, None)
+    assert unknown.state == "UNKNOWN" and unknown.sessions is None
 
 
 def doc(*ups: tuple[int, int], running: bool = True, reachable: bool = True) -> dict[str, Any]:
+    # `up` nodes UP, the rest DOWN: the document counts them itself.
     clusters = [{"name": f"c{i}", "bind": ["127.0.8.1:6443"], "up": up, "total": total,
-                 "nodes": []} for i, (up, total) in enumerate(ups)]
+                 "nodes": [{"name": f"m{n}", "state": "UP" if n < up else "DOWN"}
+                           for n in range(total)]}
+                for i, (up, total) in enumerate(ups)]
     unreachable = [] if running else ["daemon: not running"]
     unreachable += [] if reachable else ["admin socket: cannot connect"]
     return {"daemon": {"running": running}, "haproxy": {"reachable": reachable},
@@ -75,10 +88,10 @@ def test_overlay_restates_saved_nodes_from_fresh_rows() -> None:
         {"name": "m1", "address": "10.0.0.1", "port": 6443, "state": "UP"},
         {"name": "m2", "address": "10.0.0.2", "port": 6443, "state": "UP"}]}]
     fresh = overlay(saved, {("be_c0", "m1"): {"status": "DOWN"}})
-    assert [n["state"] for n in fresh[0]["nodes"]] == ["DOWN", "UNKNOWN"]
-    assert (fresh[0]["up"], fresh[0]["total"]) == (0, 2)
+    assert [n.state for n in fresh[0].nodes] == ["DOWN", "UNKNOWN"]
+    assert (fresh[0].up, fresh[0].total) == (0, 2)
     # No stats at all: nothing is known, whatever the saved file said.
-    assert overlay(saved, None)[0]["up"] == 0
+    assert overlay(saved, None)[0].up == 0
 
 
 def test_state_counts_have_every_state() -> None:
@@ -101,13 +114,14 @@ def test_table_reads_at_a_glance() -> None:
                    "last_error": {"at": "x", "file": "conf.d/30-bad.toml", "message": "bad port"}},
         "haproxy": {"pid": 11, "version": "2.6.12", "reloads": 3, "failed_reloads": 1,
                     "workers": [12], "reachable": True},
-        "clusters": overlay([{"name": "cluster-0", "bind": ["127.0.8.1:6443"], "nodes": [
+        "clusters": [c.to_json() for c in overlay([
+            {"name": "cluster-0", "bind": ["127.0.8.1:6443"], "nodes": [
             {"name": "m1", "address": "127.0.8.10", "port": 6443},
             {"name": "m2", "address": "127.0.8.11", "port": 6443}]}], {
             ("be_cluster-0", "m1"): {"status": "UP", "check_status": "L7OK", "check_code": "200",
                                      "check_duration": "2", "lastchg": "3700", "scur": "5"},
             ("be_cluster-0", "m2"): {"status": "DOWN", "check_status": "L4CON",
-                                     "last_chk": "Connection refused", "lastchg": "42"}}),
+                                     "last_chk": "Connection refused", "lastchg": "42"}})],
         "unreachable": [],
     }
     lines = format_table(d).splitlines()

@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from ..config.loader import load_config
-from ..config.model import Config, server_id
+from ..config.model import AdminState, Config, server_id
 from ..errors import ConfigError, HaproxyK8sError, ProcessError, RuntimeApiError
 from ..fileio import publish, write_atomic
 from ..haproxy import render as render_mod
-from ..haproxy.check import check_config
 from ..haproxy.master import HaproxyMaster
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import filter_servers_state
 from ..haproxy.runtime import RuntimeClient
 from . import operator as opstate
+from .candidate import haproxy_env, validate_candidate
 from .membership import RuntimeOps
 from .plan import NodeChange, PlanKind, make_plan
 
@@ -47,7 +45,9 @@ class ApplyOutcome:
     action: ApplyAction
     error: HaproxyK8sError | None = None
     runtime_changes: int = 0
-    reload_reason: str = ""
+    # Why this action: the plan's reason ("structural change: balance"), the
+    # runtime changes made, or what failed. Shown in status and the history.
+    reason: str = ""
     seconds: float = 0.0
     alerts: list[str] = field(default_factory=list)
 
@@ -56,37 +56,8 @@ class ApplyOutcome:
         return self.error is None
 
 
-def haproxy_env(config: Config) -> dict[str, str]:
-    """HAProxy's environment: ours, plus the stats password read from its file."""
-    env = dict(os.environ)
-    pw_file = config.stats.password_file
-    if pw_file:
-        try:
-            password = Path(pw_file).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"cannot read the password file: {e.strerror}",
-                              file=pw_file, key="stats.password_file") from e
-        if not password:
-            # HAProxy would take an empty password as "no password needed".
-            raise ConfigError("the password file is empty", file=pw_file,
-                              key="stats.password_file")
-        env[render_mod.STATS_PASSWORD_ENV] = password
-    return env
-
-
-def ensure_server_state_file(paths: StatePaths) -> None:
-    """Give HAProxy a state file to read even before the first reload dumps one.
-
-    A missing or empty file makes every start and `haproxy -c` warn; a file
-    holding only the format version ("1") means "no saved state".
-    """
-    if not paths.server_state.exists():
-        write_atomic(paths.server_state, "1\n", mode=0o640)
-
-
 class Applier:
-    def __init__(self, config_dir: Path, config: Config, *, promex: bool = True) -> None:
-        self.config_dir = config_dir
+    def __init__(self, config: Config, *, promex: bool = True) -> None:
         self.paths = StatePaths(Path(config.haproxy.state_dir))
         self.binary = config.haproxy.binary
         self.promex = promex
@@ -96,10 +67,11 @@ class Applier:
         self.ops = RuntimeOps(self.admin)
 
     # -- public ------------------------------------------------------------
-    def apply(self) -> ApplyOutcome:
+    def apply(self, config: Config) -> ApplyOutcome:
+        """Bring HAProxy to `config`, the merged desired state of every source."""
         started = time.monotonic()
         try:
-            outcome = self._apply(load_config(self.config_dir))
+            outcome = self._apply(config)
         except HaproxyK8sError as e:
             outcome = ApplyOutcome(ApplyAction.ERROR, e)
         except OSError as e:
@@ -122,8 +94,8 @@ class Applier:
         text = render_mod.render(config, self.paths, promex=self.promex)
         if self.master.alive() and self._published_text() == text:
             self.applied = config
-            return ApplyOutcome(ApplyAction.NOOP)
-        self._validate_candidate(text)
+            return ApplyOutcome(ApplyAction.NOOP, reason="no change")
+        validate_candidate(text, self.paths, self.binary, self.master.env)
         if not self.master.alive():
             return self._start(config)
         plan = make_plan(self.applied, config)
@@ -134,7 +106,7 @@ class Applier:
                 log.warning("runtime change failed, reloading instead: %s", e)
                 plan = dataclasses.replace(plan, reason=f"runtime change failed: {e}")
         outcome = self._reload(config)
-        outcome.reload_reason = plan.reason
+        outcome.reason = f"{plan.reason}; {outcome.reason}" if outcome.reason else plan.reason
         return outcome
 
     def _apply_runtime(self, config: Config, changes: tuple[NodeChange, ...]) -> ApplyOutcome:
@@ -150,7 +122,8 @@ class Applier:
         publish(self.paths.candidate, self.paths.config)
         write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
         self.applied = config
-        return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(changes))
+        return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(changes),
+                            reason="runtime: " + ", ".join(c.describe() for c in changes))
 
     def _check_fixed_settings(self, config: Config) -> None:
         # The state dir and binary belong to the running master: changing them
@@ -168,23 +141,13 @@ class Applier:
         except OSError:
             return None
 
-    def _validate_candidate(self, text: str) -> None:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        ensure_server_state_file(self.paths)
-        write_atomic(self.paths.candidate, text, mode=0o640)
-        try:
-            check_config(self.binary, self.paths.candidate, env=self.master.env)
-        except HaproxyK8sError:
-            self.paths.candidate.unlink(missing_ok=True)
-            raise
-
     def _start(self, config: Config) -> ApplyOutcome:
         publish(self.paths.candidate, self.paths.config)
         self.master.start()
         write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
         self.applied = config
         self.reapply_admin_states()
-        return ApplyOutcome(ApplyAction.START)
+        return ApplyOutcome(ApplyAction.START, reason="HAProxy was not running")
 
     def _reload(self, config: Config) -> ApplyOutcome:
         self._save_server_state(config)
@@ -213,7 +176,7 @@ class Applier:
         if not back.ok:
             detail += " (and the rollback reload failed too; the old worker keeps serving)"
         return ApplyOutcome(ApplyAction.ROLLBACK, ProcessError(f"reload failed: {detail}"),
-                            alerts=alerts)
+                            alerts=alerts, reason="HAProxy refused the reload; rolled back")
 
     def _restore_last_good(self) -> None:
         write_atomic(self.paths.config, self.paths.last_good.read_bytes(), mode=0o640)
@@ -233,6 +196,20 @@ class Applier:
                 except RuntimeApiError as e:
                     log.warning("cannot restore %s on %s/%s: %s", state, cluster.name,
                                 node.name, e)
+
+    def set_admin_state(self, target: str, state: AdminState | str) -> None:
+        """An operator's drain/ready/maint of `cluster/node`: live first, then recorded.
+
+        Refused for a node the applied config does not have, so a typo is
+        not remembered and re-applied forever.
+        """
+        cluster_name, _, node_name = target.partition("/")
+        cluster = self.applied.cluster(cluster_name) if self.applied is not None else None
+        if cluster is None or cluster.node(node_name) is None:
+            raise RuntimeApiError(f"{target}: no such node in the running config")
+        state = AdminState(state)
+        self.admin.set_state(server_id(cluster.name, node_name), state)
+        opstate.set_state(self.paths.operator_state, target, state)
 
     def _save_server_state(self, config: Config) -> None:
         """Dump health/admin state for the reload, minus servers whose address moved."""

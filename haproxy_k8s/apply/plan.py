@@ -53,7 +53,8 @@ def make_plan(old: Config | None, new: Config) -> Plan:
     if old is None:
         return Plan(PlanKind.RELOAD, reason="no applied config yet")
     if _without_nodes(old) != _without_nodes(new):
-        return Plan(PlanKind.RELOAD, reason="structural change")
+        return Plan(PlanKind.RELOAD,
+                    reason="structural change: " + structural_difference(old, new))
     changes: list[NodeChange] = []
     for new_cluster in new.clusters:
         old_cluster = old.cluster(new_cluster.name)
@@ -69,6 +70,40 @@ def make_plan(old: Config | None, new: Config) -> Plan:
 def _without_nodes(config: Config) -> Config:
     clusters = tuple(dataclasses.replace(c, nodes=()) for c in config.clusters)
     return dataclasses.replace(config, clusters=clusters)
+
+
+def structural_difference(old: Config, new: Config) -> str:
+    """What differs besides nodes, in the words of the config keys.
+
+    "cluster added: cluster-1", "clusters.cluster-0.balance", "stats.bind":
+    enough for an operator to see why a reload happened.
+    """
+    old_names = {c.name for c in old.clusters}
+    new_names = {c.name for c in new.clusters}
+    if new_names - old_names:
+        return "cluster added: " + ", ".join(sorted(new_names - old_names))
+    if old_names - new_names:
+        return "cluster removed: " + ", ".join(sorted(old_names - new_names))
+    for new_cluster in new.clusters:
+        old_cluster = old.cluster(new_cluster.name)
+        assert old_cluster is not None
+        if old_cluster.binds != new_cluster.binds:
+            return f"clusters.{new_cluster.name}.bind"
+        fields = _changed_fields(old_cluster.settings, new_cluster.settings)
+        if fields:
+            return ", ".join(f"clusters.{new_cluster.name}.{f}" for f in fields)
+    for section in ("haproxy", "stats", "metrics", "watch"):
+        fields = _changed_fields(getattr(old, section), getattr(new, section))
+        if fields:
+            return ", ".join(f"{section}.{f}" for f in fields)
+    return "settings"
+
+
+def _changed_fields(old: object, new: object) -> list[str]:
+    """Names of the dataclass fields whose values differ (suffixes like _ms dropped)."""
+    names = [f.name for f in dataclasses.fields(old)  # type: ignore[arg-type]
+             if getattr(old, f.name) != getattr(new, f.name)]
+    return [n.removesuffix("_ms") for n in names]
 
 
 def _node_changes(old: Cluster, new: Cluster) -> list[NodeChange]:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import signal
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,31 +41,38 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate the drop-ins and the rendered config; change nothing."""
-    from ..apply.applier import ensure_server_state_file, haproxy_env
+    """Validate the drop-ins and the rendered config; change nothing.
+
+    The same steps as the daemon's apply (load, render, `haproxy -c`), as a
+    dry run in a temporary state dir.
+    """
+    from ..apply.candidate import dry_run
     from ..config.loader import load_config
-    from ..haproxy.check import check_config, haproxy_version
-    from ..haproxy.render import render
+    from ..haproxy.check import haproxy_version
 
     config_dir = _config_dir(args)
     try:
         config = load_config(config_dir)
         _, promex = haproxy_version(config.haproxy.binary)
-        with tempfile.TemporaryDirectory(prefix="haproxy-k8s-check-") as tmp:
-            # Sockets and the state file in the temp dir: check touches no live state.
-            paths = StatePaths(Path(tmp))
-            ensure_server_state_file(paths)
-            candidate = paths.candidate
-            candidate.write_text(render(config, paths, promex=promex))
-            # The environment the daemon gives HAProxy (the stats password).
-            result = check_config(config.haproxy.binary, candidate,
-                                  env=haproxy_env(config))
+        result = dry_run(config, promex=promex)
     except HaproxyK8sError as e:
         return _fail(f"{config_dir}: invalid: {e}")
     nodes = sum(len(c.nodes) for c in config.clusters)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{config_dir}: OK ({len(config.clusters)} clusters, {nodes} nodes)")
+    return 0
+
+
+def cmd_firewall(args: argparse.Namespace) -> int:
+    """Print an nftables table opening the binds' ports and the stats port to stats.allow."""
+    from ..config.loader import load_config
+    from .firewall import render_firewall
+
+    try:
+        sys.stdout.write(render_firewall(load_config(_config_dir(args))))
+    except HaproxyK8sError as e:
+        return _fail(str(e))
     return 0
 
 
@@ -101,48 +104,38 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .status import collect, format_table
 
     doc, code = collect(_state_paths(args), _config_dir(args))
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else format_table(doc))
+    sys.stdout.write(doc.dumps() if args.json else format_table(doc))
     return code
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    """SIGHUP the running daemon and report the outcome of the apply it triggers."""
-    from ..haproxy.master import read_pid
-    from .status import read_saved
+    """Ask the running daemon to re-apply now, and report the outcome of that apply."""
+    from ..daemon import control
+    from ..errors import RuntimeApiError
 
     paths = _state_paths(args)
-    pid = read_pid(paths.daemon_pid)
-    if pid is None:
-        return _fail(f"no running daemon ({paths.daemon_pid} missing)", 3)
-    before = read_saved(paths).get("daemon", {}).get("applies", 0)
     try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        return _fail(f"daemon pid {pid} is not running", 3)
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        daemon = read_saved(paths).get("daemon", {})
-        if daemon.get("applies", 0) > before:
-            return _report_apply(daemon)
-        time.sleep(0.05)
-    return _fail(f"the daemon did not apply within {args.timeout:g}s", 1)
+        reply = control.call(paths.control_socket, "reload", timeout=args.timeout)
+    except RuntimeApiError as e:
+        return _fail(str(e), 3)
+    return _report_apply(reply)
 
 
-def _report_apply(daemon: dict[str, Any]) -> int:
-    last = daemon.get("last_apply", {})
-    if last.get("ok"):
-        print(f"applied: {last.get('action')} in {last.get('seconds', 0) * 1000:.0f} ms, "
-              f"generation {daemon.get('generation')}")
+def _report_apply(reply: dict[str, Any]) -> int:
+    if reply.get("ok"):
+        why = f" ({reply['reason']})" if reply.get("reason") else ""
+        print(f"applied: {reply.get('action')}{why} in {reply.get('seconds', 0) * 1000:.0f} ms, "
+              f"generation {reply.get('generation')}")
         return 0
-    error = daemon.get("last_error") or {}
+    error = reply.get("error") or {}
     where = f"{error.get('file')}: " if error.get("file") else ""
-    return _fail(f"apply failed: {where}{error.get('message')}")
+    return _fail(f"apply failed: {where}{error.get('message', error)}")
 
 
 def cmd_admin_state(args: argparse.Namespace) -> int:
-    """drain / ready / maint: set a node's admin state and remember it."""
+    """drain / ready / maint: ask the daemon to set a node's admin state."""
     from ..config.schema import parse_duration
-    from .admin import parse_target, set_admin_state, wait_drained
+    from .admin import RefusedError, parse_target, set_admin_state, wait_drained
 
     try:
         target = parse_target(args.target)
@@ -158,8 +151,10 @@ def cmd_admin_state(args: argparse.Namespace) -> int:
             if left:
                 return _fail(f"{target}: {left} sessions still open after {args.timeout}")
             print(f"{target}: no sessions left")
+    except RefusedError as e:
+        return _fail(str(e), 1)
     except HaproxyK8sError as e:
-        return _fail(str(e), 3 if "connect" in str(e) else 1)
+        return _fail(str(e), 3)
     return 0
 
 
@@ -186,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=cmd_check)
     sub.add_parser("render", parents=[common], help="print the rendered haproxy.cfg"
                    ).set_defaults(func=cmd_render)
+    sub.add_parser("firewall", parents=[common], help="print an nftables ruleset for the "
+                   "configured ports").set_defaults(func=cmd_firewall)
     status = sub.add_parser("status", parents=[common], help="backend health")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--state-dir", help="override haproxy.state_dir")

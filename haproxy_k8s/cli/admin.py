@@ -1,7 +1,9 @@
 """`haproxy-k8s drain|ready|maint CLUSTER/NODE`: operator admin state.
 
-Applied live through the admin socket and recorded in state_dir, so the
-daemon puts it back after reloads, HAProxy restarts and its own restarts.
+The daemon is the one writer to HAProxy: these verbs ask it through its
+control socket, and it sets the state live and records it in the state dir,
+so it comes back after reloads, HAProxy restarts and its own restarts.
+Waiting for a drain only reads HAProxy's stats.
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..apply import operator as opstate
-from ..config.model import AdminState, backend_name, server_id
+from ..config.model import backend_name, server_id
 from ..config.schema import is_valid_name
+from ..daemon import control
 from ..errors import RuntimeApiError
 from ..haproxy.paths import StatePaths
-from ..haproxy.runtime import RuntimeClient, RuntimeReplyError
+from ..haproxy.runtime import RuntimeClient
 
 
 @dataclass(frozen=True)
@@ -37,14 +39,16 @@ def parse_target(text: str) -> Target:
     return Target(cluster, node)
 
 
-def set_admin_state(paths: StatePaths, target: Target, state: AdminState | str) -> None:
-    """Set the live state first (fails for an unknown node), then record it."""
-    state = AdminState(state)
-    try:
-        RuntimeClient(paths.admin_socket).set_state(target.server, state)
-    except RuntimeReplyError as e:
-        raise RuntimeApiError(f"{target}: {e.reply}") from e
-    opstate.set_state(paths.operator_state, str(target), state)
+class RefusedError(RuntimeApiError):
+    """The daemon answered, and said no (an unknown node, HAProxy refused)."""
+
+
+def set_admin_state(paths: StatePaths, target: Target, state: str) -> None:
+    """Ask the running daemon to set `state`; raises RuntimeApiError without one."""
+    reply = control.call(paths.control_socket, state, {"target": str(target)})
+    if not reply.get("ok"):
+        error = reply.get("error") or {}
+        raise RefusedError(str(error.get("message", error)))
 
 
 def sessions(paths: StatePaths, target: Target) -> int:

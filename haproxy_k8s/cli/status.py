@@ -20,12 +20,19 @@ import psutil
 from ..config.loader import load_config
 from ..config.model import cluster_of_backend
 from ..daemon.health import read_stats
+from ..daemon.states import StatRow, StatRows
 from ..daemon.status import (
-    StatRow,
-    StatRows,
-    cluster_view,
+    ClusterShape,
+    ClusterStatus,
+    DaemonStatus,
+    HaproxyStatus,
+    NodeShape,
+    NodeStatus,
+    StatusDocument,
+    build,
     exit_code,
-    overlay,
+    shape_of_config,
+    shape_of_saved,
     verdict,
 )
 from ..errors import HaproxyK8sError, RuntimeApiError
@@ -37,38 +44,39 @@ from ..haproxy.runtime import MasterClient
 SOCKET_TIMEOUT = 2.0
 
 
-def collect(paths: StatePaths, config_dir: Path) -> tuple[dict[str, Any], int]:
+def collect(paths: StatePaths, config_dir: Path) -> tuple[StatusDocument, int]:
     """The status document (DESIGN.md §1, plus `unreachable`) and its exit code."""
     saved = read_saved(paths)
     unreachable: list[str] = []
     daemon = _daemon(paths, saved, unreachable)
     haproxy = _haproxy(paths, saved, unreachable)
     rows = _stats(paths, unreachable)
-    haproxy["reachable"] = rows is not None
-    doc = {"daemon": daemon, "haproxy": haproxy,
-           "clusters": overlay(_structure(saved, config_dir, rows), rows),
-           "unreachable": unreachable}
+    doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable)
     return doc, exit_code(doc)
 
 
 # -- sources ------------------------------------------------------------------------------
-def read_saved(paths: StatePaths) -> dict[str, Any]:
-    """The daemon's last status.json, or {} when it is missing or unreadable."""
+def read_saved(paths: StatePaths) -> StatusDocument | None:
+    """The daemon's last status.json, or None when it is missing or unreadable."""
     try:
         data = json.loads(paths.status.read_text())
     except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return None
+    if not isinstance(data, dict):
+        return None
+    try:
+        return StatusDocument.from_json(data)
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
-def _daemon(paths: StatePaths, saved: dict[str, Any], unreachable: list[str]) -> dict[str, Any]:
-    daemon: dict[str, Any] = {"pid": None, "generation": None, "applied_at": None,
-                              "last_error": None}
-    daemon.update(saved.get("daemon") or {})
+def _daemon(paths: StatePaths, saved: StatusDocument | None,
+            unreachable: list[str]) -> DaemonStatus:
+    daemon = saved.daemon if saved is not None else DaemonStatus()
     pid = read_pid(paths.daemon_pid)
-    daemon["running"] = _daemon_alive(pid)
-    if daemon["running"]:
-        daemon["pid"] = pid
+    daemon.running = _daemon_alive(pid)
+    if daemon.running:
+        daemon.pid = pid
     else:
         unreachable.append(f"daemon: not running (no live haproxy-k8s pid in "
                            f"{paths.daemon_pid}); generation and errors are as it left them")
@@ -88,19 +96,18 @@ def _daemon_alive(pid: int | None) -> bool:
     return alive and ("haproxy-k8s" in cmdline or "haproxy_k8s" in cmdline)
 
 
-def _haproxy(paths: StatePaths, saved: dict[str, Any],
-             unreachable: list[str]) -> dict[str, Any]:
-    haproxy: dict[str, Any] = {"version": None, "failed_reloads": 0}
-    haproxy.update(saved.get("haproxy") or {})
+def _haproxy(paths: StatePaths, saved: StatusDocument | None,
+             unreachable: list[str]) -> HaproxyStatus:
+    haproxy = saved.haproxy if saved is not None else HaproxyStatus()
     try:
         table = MasterClient(paths.master_socket, SOCKET_TIMEOUT).show_proc()
     except RuntimeApiError as e:
         unreachable.append(f"master socket: {e}")
-        haproxy.update(pid=None, reloads=None, workers=[])
+        haproxy.pid, haproxy.reloads, haproxy.workers = None, None, []
         return haproxy
-    haproxy.update(pid=table.master.pid, reloads=table.master.reloads,
-                   workers=sorted(table.worker_pids),
-                   version=table.master.version or haproxy["version"])
+    haproxy.pid, haproxy.reloads = table.master.pid, table.master.reloads
+    haproxy.workers = sorted(table.worker_pids)
+    haproxy.version = table.master.version or haproxy.version
     return haproxy
 
 
@@ -113,86 +120,90 @@ def _stats(paths: StatePaths, unreachable: list[str]) -> dict[ServerKey, StatRow
 
 
 # -- which clusters and nodes -------------------------------------------------------------
-def _structure(saved: dict[str, Any], config_dir: Path,
-               rows: StatRows | None) -> list[dict[str, Any]]:
+def _shape(saved: StatusDocument | None, config_dir: Path,
+           rows: StatRows | None) -> list[ClusterShape]:
     """Clusters and nodes to report, best source first.
 
     status.json lists what HAProxy was last given, which is what it runs even
     when the daemon is gone. Without it, the drop-ins; when those are broken
     too, the backends HAProxy itself reports.
     """
-    clusters = saved.get("clusters")
-    if isinstance(clusters, list) and clusters:
-        return clusters
+    if saved is not None and saved.clusters:
+        return shape_of_saved(saved.clusters)
     try:
-        return cluster_view(load_config(config_dir), None)
+        return shape_of_config(load_config(config_dir))
     except HaproxyK8sError:
-        return _from_rows(rows or {})
+        return _shape_of_rows(rows or {})
 
 
-def _from_rows(rows: StatRows) -> list[dict[str, Any]]:
-    clusters: dict[str, list[dict[str, Any]]] = {}
+def _shape_of_rows(rows: StatRows) -> list[ClusterShape]:
+    clusters: dict[str, list[NodeShape]] = {}
     for (backend, server), row in sorted(rows.items()):
         cluster = cluster_of_backend(backend)
         if cluster is None or server in ("FRONTEND", "BACKEND"):
             continue
         address, _, port = row.get("addr", "").rpartition(":")
         clusters.setdefault(cluster, []).append(
-            {"name": server, "address": address, "port": int(port) if port.isdigit() else None})
-    return [{"name": name, "bind": [], "nodes": nodes} for name, nodes in clusters.items()]
+            NodeShape(server, address, int(port) if port.isdigit() else None))
+    return [ClusterShape(name, (), tuple(nodes)) for name, nodes in clusters.items()]
 
 
 # -- the table ------------------------------------------------------------------------------
 HEADER = ("CLUSTER", "BIND", "NODE", "ADDRESS", "STATE", "LAST CHECK", "SINCE", "SESSIONS")
 
 
-def format_table(doc: dict[str, Any]) -> str:
+def format_table(doc: StatusDocument | dict[str, Any]) -> str:
     """What an operator reads at a glance: who serves, who does not, and why."""
-    lines = _header_lines(doc)
+    d = doc if isinstance(doc, StatusDocument) else StatusDocument.from_json(doc)
+    lines = _header_lines(d)
     lines.append("")
-    lines += _align([HEADER, *_node_rows(doc.get("clusters", []))])
-    lines += ["", verdict(doc)]
+    lines += _align([HEADER, *_node_rows(d.clusters)])
+    lines += ["", verdict(d)]
     return "\n".join(lines) + "\n"
 
 
-def _header_lines(doc: dict[str, Any]) -> list[str]:
-    daemon, haproxy = doc.get("daemon", {}), doc.get("haproxy", {})
-    running = f"running, pid {daemon.get('pid')}" if daemon.get("running") else "NOT RUNNING"
-    lines = [f"daemon:   {running}, generation {_dash(daemon.get('generation'))}, "
-             f"applied {_dash(daemon.get('applied_at'))}"]
-    if haproxy.get("pid"):
-        workers = ",".join(str(w) for w in haproxy.get("workers") or []) or "-"
-        lines.append(f"haproxy:  {_dash(haproxy.get('version'))}, master pid {haproxy['pid']}, "
-                     f"workers {workers}, {_dash(haproxy.get('reloads'))} reloads, "
-                     f"{haproxy.get('failed_reloads') or 0} failed")
+def _header_lines(doc: StatusDocument) -> list[str]:
+    daemon, haproxy = doc.daemon, doc.haproxy
+    running = f"running, pid {daemon.pid}" if daemon.running else "NOT RUNNING"
+    lines = [f"daemon:   {running}, generation {_dash(daemon.generation)}, "
+             f"applied {_dash(daemon.applied_at)}"]
+    if haproxy.pid:
+        workers = ",".join(str(w) for w in haproxy.workers) or "-"
+        lines.append(f"haproxy:  {_dash(haproxy.version)}, master pid {haproxy.pid}, "
+                     f"workers {workers}, {_dash(haproxy.reloads)} reloads, "
+                     f"{haproxy.failed_reloads or 0} failed")
     else:
         lines.append("haproxy:  NOT RUNNING (or its master socket cannot be read)")
-    if haproxy.get("prometheus_exporter") is False:
+    if haproxy.prometheus_exporter is False:
         lines.append("note:     this HAProxy has no Prometheus exporter: stats /metrics is off")
-    error = daemon.get("last_error")
+    error = daemon.last_error
     if error:
         where = f"{error.get('file')}: " if error.get("file") else ""
         lines.append(f"error:    {where}{error.get('message')} (at {error.get('at')})")
-    lines += [f"unreachable: {problem}" for problem in doc.get("unreachable", [])]
+    last = daemon.last_apply
+    if last is not None and last.action != "noop":
+        why = f" ({last.plan})" if last.plan else ""
+        lines.append(f"last:     {last.action}{why} on {last.reason}, {last.at}")
+    lines += [f"unreachable: {problem}" for problem in doc.unreachable]
     return lines
 
 
-def _node_rows(clusters: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+def _node_rows(clusters: list[ClusterStatus]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for cluster in clusters:
         # Name, bind and the up count once per cluster: the eye finds the groups.
-        first = (f"{cluster['name']} ({cluster['up']}/{cluster['total']} up)",
-                 ",".join(cluster.get("bind", [])) or "-")
-        for i, node in enumerate(cluster.get("nodes", [])):
-            rows.append((*(first if i == 0 else ("", "")), node["name"],
-                         f"{node['address']}:{node['port']}", node["state"], _check(node),
-                         _since(node.get("last_change_s")), _dash(node.get("sessions"))))
+        first = (f"{cluster.name} ({cluster.up}/{cluster.total} up)",
+                 ",".join(cluster.bind) or "-")
+        for i, node in enumerate(cluster.nodes):
+            rows.append((*(first if i == 0 else ("", "")), node.name,
+                         f"{node.address}:{node.port}", node.state, _check(node),
+                         _since(node.last_change_s), _dash(node.sessions)))
     return rows
 
 
-def _check(node: dict[str, Any]) -> str:
-    text, detail = node.get("check") or "", node.get("check_detail") or ""
-    if detail and node.get("state") != "UP":
+def _check(node: NodeStatus) -> str:
+    text, detail = node.check, node.check_detail
+    if detail and node.state != "UP":
         text = f"{text} ({detail})" if text else detail
     return text or "-"
 

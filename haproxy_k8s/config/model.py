@@ -12,9 +12,18 @@ from enum import StrEnum
 
 DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
 DEFAULT_STATE_DIR = "/run/haproxy-k8s"
-
-# Every cluster's backend is `be_<cluster>`; HAProxy names a server `be_<cluster>/<node>`.
+# HAProxy backends are named after their cluster: the one place this is spelled.
 BACKEND_PREFIX = "be_"
+
+
+def backend_name(cluster: str) -> str:
+    return BACKEND_PREFIX + cluster
+
+
+def cluster_of_backend(backend: str) -> str | None:
+    """The cluster a backend belongs to; None for backends that are not ours."""
+    return backend[len(BACKEND_PREFIX):] if backend.startswith(BACKEND_PREFIX) else None
+
 
 # StrEnum: members are their strings, so templates, JSON and comparisons with
 # plain strings see exactly what they saw before the enums.
@@ -49,15 +58,6 @@ class AdminState(StrEnum):
     READY = "ready"
     DRAIN = "drain"
     MAINT = "maint"
-
-
-def backend_name(cluster: str) -> str:
-    return f"{BACKEND_PREFIX}{cluster}"
-
-
-def cluster_of_backend(backend: str) -> str | None:
-    """The cluster a backend belongs to; None for backends we did not make."""
-    return backend[len(BACKEND_PREFIX):] if backend.startswith(BACKEND_PREFIX) else None
 
 
 def server_id(cluster: str, node: str) -> str:

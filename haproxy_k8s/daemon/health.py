@@ -19,7 +19,7 @@ from ..config.model import Config, cluster_of_backend
 from ..errors import RuntimeApiError
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import RuntimeClient
-from .status import StatRow, StatRows, check_reason, node_state
+from .states import StatRow, StatRows, check_reason, node_state
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The daemon: one main loop that owns all mutable state.
 
-Signal handlers and helper threads (watcher, health poller) only *post*
-events to a SimpleQueue (safe to call from a signal handler); the loop takes
-them one at a time, so exactly one place applies config and talks to the
-HAProxy master.
+Sources (the drop-in directory, later discovery), signal handlers, the control
+socket and the health poller only *post* events to a SimpleQueue (safe to
+call from a signal handler); the loop takes them one at a time, so exactly
+one place merges desired state, applies it and talks to the HAProxy master.
 """
 
 from __future__ import annotations
@@ -13,120 +13,93 @@ import os
 import queue
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
-from ..apply.applier import Applier, ApplyOutcome
-from ..config.loader import load_config, state_dir_hint
-from ..config.model import Config, HaproxySettings, WatchSettings
+from ..apply.applier import Applier, ApplyAction, ApplyOutcome
+from ..config.loader import state_dir_hint
+from ..config.model import Config, HaproxySettings
 from ..errors import ConfigError, HaproxyK8sError, ValidationError
-from ..fileio import write_atomic
 from ..haproxy.check import haproxy_version
-from ..sources.watcher import DirWatcher
+from ..sources.base import NodeSource, merge_nodes
+from ..sources.files import FileSource
+from .control import ControlServer, Request
+from .debounce import Debouncer
 from .health import HealthPoller, poll_interval
-from .metrics import MetricsExporter, snapshot_of
-from .status import DaemonState, cluster_view, dumps, utc_now
+from .publisher import StatusPublisher
+from .readiness import wait_serving
+from .state import DaemonState
+from .status import ApplyRecord, utc_now
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 
 TICK = 0.5  # seconds between supervision rounds when nothing happens
 MAX_BACKOFF = 30.0
-STATUS_REFRESH = 5.0  # seconds between status.json rewrites when nothing happens
 
 
 @dataclass(frozen=True)
 class Event:
     # changed (a write may be in progress) | written (a file is whole again) |
-    # apply | stop | health (a node changed state)
+    # apply | stop | health (a node changed state) | control (a CLI request)
     kind: str
     detail: str = ""
-
-
-class Debouncer:
-    """When to apply after file events.
-
-    While a write may still be in progress (a file created or modified, not yet
-    closed), wait until nothing changed for `quiet` (watch.debounce); once every
-    write is complete, only `settle`. Never longer than `max_wait` after the
-    first event, so a constant stream of edits still applies.
-    """
-
-    def __init__(self, quiet: float, max_wait: float, settle: float = 0.0) -> None:
-        self.quiet, self.max_wait, self.settle = quiet, max_wait, settle
-        self.first: float | None = None
-        self.last = 0.0
-        self.in_progress: set[str] = set()
-
-    def configure(self, watch: WatchSettings) -> None:
-        self.quiet = watch.debounce_ms / 1000
-        self.max_wait = watch.max_wait_ms / 1000
-        # A debounce shorter than the settle time wins: settle only ever shortens.
-        self.settle = min(watch.settle_ms, watch.debounce_ms) / 1000
-
-    def touch(self, now: float, path: str = "", complete: bool = False) -> None:
-        if self.first is None:
-            self.first = now
-        self.last = now
-        if complete:
-            self.in_progress.discard(path)
-        else:
-            self.in_progress.add(path)
-
-    def due_in(self, now: float) -> float | None:
-        """Seconds until an apply is due (<= 0: now), or None when nothing is pending."""
-        if self.first is None:
-            return None
-        wait = self.quiet if self.in_progress else self.settle
-        return min(self.last + wait, self.first + self.max_wait) - now
-
-    def clear(self) -> None:
-        self.first = None
-        self.in_progress.clear()
+    request: Request | None = None
 
 
 class Daemon:
-    def __init__(self, config_dir: Path) -> None:
+    def __init__(self, config_dir: Path, node_sources: list[NodeSource] | None = None) -> None:
         self.config_dir = config_dir
+        self.files = FileSource(config_dir)
+        self.node_sources = list(node_sources or [])
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.state = DaemonState(pid=os.getpid())
         self.applier: Applier | None = None
         self.version, self.promex = "unknown", True
         self._backoff = 1.0
         self._next_restart = 0.0
-        # Observers: health polling and our own metrics, started by run().
         self.health: HealthPoller | None = None
-        self.metrics = MetricsExporter()
-        self._observing = False
+        self.publisher: StatusPublisher | None = None
+        self.control: ControlServer | None = None
         self.debounce = Debouncer(0.2, 2.0, 0.02)
         self.notifier = Notifier()
         self._watchdog_every = self.notifier.watchdog_interval()
         self._watchdog_at = 0.0
         self._ready = False
-        self._last_status = ""
-        self._clusters: list[dict[str, Any]] = []  # from the last status document
         self._next_supervise = 0.0
-        self._status_written_at = 0.0
-        self._status_error: str | None = None
+        self.on_ready: Callable[[], None] | None = None  # called once, at READY
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
         self.events.put(Event(kind, detail))
 
+    def _post_file(self, path: str, complete: bool) -> None:
+        self.post("written" if complete else "changed", path)
+
+    def _post_request(self, request: Request) -> None:
+        self.events.put(Event("control", request.op, request))
+
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.post("apply" if signum == signal.SIGHUP else "stop", signal.Signals(signum).name)
+
+    # -- desired state -----------------------------------------------------------
+    def desired(self) -> Config:
+        """Every source's answer merged into one Config (raises ConfigError)."""
+        base = self.files.load()
+        sets = [s for source in self.node_sources for s in source.node_sets(base)]
+        return merge_nodes(base, sets)
 
     # -- start ----------------------------------------------------------------
     def start(self) -> None:
         """Adopt or start HAProxy on the first valid config; raise if nothing can serve."""
         config, error = self._initial_config()
-        self.applier = Applier(self.config_dir, config, promex=self._detect(config))
+        self.applier = Applier(config, promex=self._detect(config))
         # A transition wakes the main loop, so status.json follows it at once.
         self.health = HealthPoller(self.applier.paths.admin_socket,
                                    on_change=lambda: self.post("health"))
-        self._write_pid()
+        self.publisher = StatusPublisher(self)
         adopted = self.applier.master.adopt()
         if adopted is not None:
             self.state.generation = 1
@@ -138,7 +111,7 @@ class Daemon:
 
     def _initial_config(self) -> tuple[Config, HaproxyK8sError | None]:
         try:
-            config = load_config(self.config_dir)
+            config = self.desired()
         except ConfigError as e:
             # Broken drop-ins: find the state dir anyway, to adopt or restart
             # HAProxy on the last published config.
@@ -165,43 +138,51 @@ class Daemon:
                         self.applier.paths.config)
             self.applier.start_from_published()
 
-    def _write_pid(self) -> None:
-        assert self.applier is not None
-        self.applier.paths.root.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.applier.paths.daemon_pid, f"{os.getpid()}\n")
+    def _declare_ready(self) -> None:
+        """One moment of readiness: everything we promise answers, then READY=1.
+
+        HAProxy serves every bind (and the stats page), our metrics listen,
+        the health poller has a first sample; only then the pid file, a
+        status.json saying we run, and systemd's READY=1.
+        """
+        assert self.applier is not None and self.health is not None
+        assert self.publisher is not None
+        self.health.poll()
+        problems = wait_serving(self.applier.applied, self.promex)
+        for problem in problems:
+            log.error("not serving after start: %s", problem)
+        self.publisher.write_pid()
+        self._ready = True
+        self.publisher.write()
+        self.notifier.ready(self.publisher.summary())
+        if self.on_ready is not None:
+            self.on_ready()
 
     # -- apply ----------------------------------------------------------------
     def apply(self, reason: str) -> ApplyOutcome:
-        assert self.applier is not None
+        assert self.applier is not None and self.publisher is not None
         self.debounce.clear()
         self.state.applies += 1
         if self._ready:
             self.notifier.reloading()
-        outcome = self.applier.apply()
+        try:
+            outcome = self.applier.apply(self.desired())
+        except ConfigError as e:
+            outcome = ApplyOutcome(ApplyAction.ERROR, e, reason="the config is invalid")
         self._record(outcome, reason)
         self._refresh_config_settings()
-        self.write_status()
-        if self.applier.master.alive():
-            # READY=1 after the first apply that left HAProxy serving, and
-            # again after every apply (systemd expects it after RELOADING=1).
-            self._ready = True
-            self.notifier.ready(self.summary())
+        if self._ready:
+            self.publisher.write()
+            if self.applier.master.alive():
+                # systemd expects READY=1 after every RELOADING=1.
+                self.notifier.ready(self.publisher.summary())
         return outcome
 
-    def summary(self) -> str:
-        """One line for systemd's STATUS=: "cluster-0: 3/3 up, generation 7"."""
-        # write_status() just built the document: no second socket round trip.
-        clusters = self._clusters
-        parts = [f"{c['name']}: {c['up']}/{c['total']} up" for c in clusters]
-        text = ", ".join(parts) or "no clusters"
-        text += f", generation {self.state.generation}"
-        if self.state.last_error:
-            text += f"; last error: {self.state.last_error.get('message', '')}"[:200]
-        return text
-
     def _record(self, outcome: ApplyOutcome, reason: str) -> None:
-        self.state.last_apply = {"at": utc_now(), "reason": reason, "action": outcome.action,
-                                 "ok": outcome.ok, "seconds": round(outcome.seconds, 4)}
+        self.state.history.append(ApplyRecord(
+            at=utc_now(), reason=reason, action=outcome.action, ok=outcome.ok,
+            seconds=round(outcome.seconds, 4), plan=outcome.reason,
+            error=str(outcome.error) if outcome.error is not None else None))
         if outcome.error is not None:
             self.state.record_error(outcome.error.record())
             if isinstance(outcome.error, ConfigError | ValidationError):
@@ -217,15 +198,18 @@ class Daemon:
         if outcome.action != "noop":
             self.state.generation += 1
             self.state.applied_at = utc_now()
-            log.info("applied generation %d (%s, %s) in %.0f ms", self.state.generation,
-                     outcome.action, reason, outcome.seconds * 1000)
+            log.info("applied generation %d (%s: %s; on %s) in %.0f ms", self.state.generation,
+                     outcome.action, outcome.reason, reason, outcome.seconds * 1000)
 
     def _refresh_config_settings(self) -> None:
-        assert self.applier is not None
+        assert self.applier is not None and self.publisher is not None
         applied = self.applier.applied
         if applied is not None:
             self.debounce.configure(applied.watch)
-        self._sync_observers()
+        if self.health is not None:
+            self.health.interval = poll_interval(applied)
+        if self._ready and applied is not None:
+            self.publisher.serve_metrics(applied)
 
     def _error_text(self) -> str:
         return str((self.state.last_error or {}).get("message", ""))
@@ -236,50 +220,46 @@ class Daemon:
             signal.signal(sig, self._on_signal)
         # Watch before the first apply: an edit made while HAProxy starts
         # must not be missed (it only queues a second, possibly no-op, apply).
-        watcher = self._watch()
+        self._start_sources()
+        started = False
         try:
             self.start()
-        except BaseException:
-            if watcher is not None:
-                watcher.stop()
-            raise
-        self._start_observers()
-        try:
+            started = True
+            self._start_observers()
+            self._declare_ready()
             self._loop()
         finally:
-            if watcher is not None:
-                watcher.stop()
+            self._stop_sources()
             self._stop_observers()
-            self.shutdown()
+            if started:
+                self.shutdown()
 
-    def _watch(self) -> DirWatcher | None:
-        """Start watching the config dir; None when it is missing (start() says so)."""
-        if not self.config_dir.is_dir():
-            return None
-        watcher = DirWatcher(self.config_dir, lambda path, complete: self.post(
-            "written" if complete else "changed", path))
-        watcher.start()
-        return watcher
+    def _start_sources(self) -> None:
+        self.files.start(self._post_file)
+        for source in self.node_sources:
+            source.start(lambda detail, _complete: self.post("apply", detail))
+
+    def _stop_sources(self) -> None:
+        self.files.stop()
+        for source in self.node_sources:
+            source.stop()
 
     def _start_observers(self) -> None:
-        assert self.health is not None
-        self._observing = True
-        self._sync_observers()
+        assert self.applier is not None and self.health is not None
+        assert self.publisher is not None
+        if self.applier.applied is not None:
+            self.publisher.serve_metrics(self.applier.applied)
         self.health.start()
-
-    def _sync_observers(self) -> None:
-        """Follow the applied config: poll as fast as it checks, serve metrics on its bind."""
-        applied = self.applier.applied if self.applier is not None else None
-        if self.health is not None:
-            self.health.interval = poll_interval(applied)
-        if self._observing and applied is not None:
-            self.metrics.serve(applied.metrics.bind)
+        self.control = ControlServer(self.applier.paths.control_socket, self._post_request)
+        self.control.start()
 
     def _stop_observers(self) -> None:
-        self._observing = False
+        if self.control is not None:
+            self.control.stop()
         if self.health is not None:
             self.health.stop()
-        self.metrics.close()
+        if self.publisher is not None:
+            self.publisher.close()
 
     def _loop(self) -> None:
         while True:
@@ -295,7 +275,7 @@ class Daemon:
             # A burst of file events must not turn into a burst of socket
             # round trips: supervise once a tick, or at once on news.
             now = time.monotonic()
-            news = event is not None and event.kind == "health"
+            news = event is not None and event.kind in ("health", "control")
             if now >= self._next_supervise or news:
                 self._next_supervise = now + TICK
                 self._supervise(force_status=news)
@@ -307,13 +287,36 @@ class Daemon:
         elif event is not None and event.kind == "apply":
             self.apply(event.detail or "request")
             return
+        elif event is not None and event.request is not None:
+            self._answer(event.request)
+            return
         due = self.debounce.due_in(now)
         if due is not None and due <= 0:
             self.apply("files changed")
 
+    def _answer(self, request: Request) -> None:
+        """Carry out a control request from the CLI and answer it."""
+        assert self.applier is not None
+        if request.op == "reload":
+            outcome = self.apply("control: reload")
+            request.answer({"ok": outcome.ok, "action": outcome.action,
+                            "reason": outcome.reason, "generation": self.state.generation,
+                            "seconds": round(outcome.seconds, 4),
+                            "error": self.state.last_error if not outcome.ok else None})
+            return
+        target = str(request.args.get("target", ""))
+        try:
+            self.applier.set_admin_state(target, request.op)
+        except HaproxyK8sError as e:
+            request.answer({"ok": False, "error": {"message": str(e)}})
+            return
+        log.info("operator: %s is now %s", target, request.op)
+        self.state.runtime_changes += 1
+        request.answer({"ok": True, "target": target, "state": request.op})
+
     # -- supervision ---------------------------------------------------------
     def _supervise(self, force_status: bool = False) -> None:
-        assert self.applier is not None
+        assert self.applier is not None and self.publisher is not None
         master = self.applier.master
         now = time.monotonic()
         if master.pid is not None and not master.alive() and now >= self._next_restart:
@@ -328,8 +331,7 @@ class Daemon:
             self._backoff = 1.0
         if master.alive():
             self.applier.ops.tick()
-        if force_status or now >= self._status_written_at + STATUS_REFRESH:
-            self.write_status()
+        self.publisher.maybe_write(now, force=force_status)
         self._ping_watchdog(now)
 
     def _ping_watchdog(self, now: float) -> None:
@@ -348,69 +350,11 @@ class Daemon:
             self.state.record_error(e.record())
             log.error("restart failed: %s", e)
 
-    # -- status ----------------------------------------------------------------
-    def status_doc(self) -> dict[str, Any]:
-        assert self.applier is not None
-        master = self.applier.master
-        table = master.try_proc_table() if master.alive() else None
-        config = self.applier.applied
-        health = self.health.latest() if self.health is not None else None
-        rows = health.rows if health is not None else None
-        return {
-            "daemon": {"pid": self.state.pid, "running": True,
-                       "generation": self.state.generation,
-                       "applied_at": self.state.applied_at,
-                       "last_error": self.state.last_error,
-                       "applies": self.state.applies,
-                       "last_apply": self.state.last_apply,
-                       "config_dir": str(self.config_dir),
-                       "haproxy_restarts": self.state.haproxy_restarts,
-                       "config_errors": self.state.config_errors,
-                       "runtime_changes": self.state.runtime_changes},
-            "haproxy": {"pid": master.pid if master.alive() else None,
-                        "version": self.version,
-                        "reloads": table.master.reloads if table else None,
-                        "failed_reloads": self.state.failed_reloads,
-                        "workers": sorted(table.worker_pids) if table else [],
-                        "reachable": table is not None and rows is not None,
-                        "prometheus_exporter": self.promex},
-            "clusters": cluster_view(config, rows) if config else [],
-        }
-
-    def write_status(self) -> None:
-        """Publish status.json and the metrics snapshot.
-
-        Called at once after an apply or a health transition, else every
-        STATUS_REFRESH: ages (`last_change_s`) change every second, and
-        rebuilding the document for thousands of nodes each tick cost a sixth
-        of a core (bench, 1,000 clusters). `haproxy-k8s status` reads HAProxy
-        live, so it never shows these ages stale.
-        """
-        assert self.applier is not None
-        self._status_written_at = time.monotonic()
-        doc = self.status_doc()
-        self._clusters = doc["clusters"]
-        self.metrics.publish(snapshot_of(self.state, doc))
-        text = dumps(doc)
-        if text == self._last_status:
-            return
-        try:
-            write_atomic(self.applier.paths.status, text, durable=False)
-        except OSError as e:
-            # Keep balancing; say it once per different failure, not every tick.
-            if self._status_error != str(e):
-                log.error("cannot write %s: %s", self.applier.paths.status, e)
-                self._status_error = str(e)
-            return
-        self._last_status, self._status_error = text, None
-
     def shutdown(self) -> None:
         """SIGTERM/SIGINT: stop HAProxy gracefully (this is what `systemctl stop` means)."""
         assert self.applier is not None
         self.notifier.stopping()
         self.applier.master.stop()
-        doc = self.status_doc()
-        doc["daemon"]["running"] = False
-        write_atomic(self.applier.paths.status, dumps(doc))
-        self.applier.paths.daemon_pid.unlink(missing_ok=True)
+        if self.publisher is not None:
+            self.publisher.write_final()
         log.info("stopped")

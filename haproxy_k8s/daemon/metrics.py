@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -22,7 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..config.model import Bind
-from .status import DaemonState, parse_utc, state_counts
+from .state import DaemonState
+from .status import StatusDocument, parse_utc, state_counts
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,9 @@ class MetricsSnapshot:
     backend_servers: tuple[tuple[str, str, int], ...] = ()  # (cluster, state, count)
 
 
-def snapshot_of(state: DaemonState, doc: Mapping[str, Any]) -> MetricsSnapshot:
+def snapshot_of(state: DaemonState, doc: StatusDocument) -> MetricsSnapshot:
     """The metrics for the daemon's state and its status document."""
-    counts = state_counts(list(doc.get("clusters", [])))
+    counts = state_counts(doc.clusters)
     return MetricsSnapshot(
         generation=state.generation,
         reloads=state.reloads,
@@ -55,7 +56,7 @@ def snapshot_of(state: DaemonState, doc: Mapping[str, Any]) -> MetricsSnapshot:
         config_errors=state.config_errors,
         haproxy_restarts=state.haproxy_restarts,
         runtime_changes=state.runtime_changes,
-        haproxy_up=bool(doc.get("haproxy", {}).get("reachable")),
+        haproxy_up=doc.haproxy.reachable,
         backend_servers=tuple((c, s, n) for (c, s), n in sorted(counts.items())),
     )
 
@@ -146,30 +147,32 @@ class MetricsExporter:
     def serving(self) -> bool:
         return self._httpd is not None
 
-    def serve(self, bind: Bind | None) -> None:
+    def serve(self, bind: Bind | None) -> str | None:
         """Serve on `bind` (None: stop). A no-op when already serving there.
 
-        A bind that fails is logged, not raised: metrics must never stop the
-        daemon from keeping HAProxy up. The next call tries again.
+        Returns why the bind failed (None: serving, or nothing to serve). The
+        caller records it as an error naming `metrics.bind`; metrics never
+        stop the daemon from keeping HAProxy up, and the next call tries again.
         """
         if self._httpd is not None and bind == self.bind:
-            return
+            return None
         self.close()
         self.bind = bind
         if bind is None:
-            return
+            return None
         server_class = _Server6 if bind.is_ipv6 else _Server
         try:
             httpd = make_server(bind.host, bind.port, make_wsgi_app(self.registry),
                                 server_class, _QuietHandler)
         except OSError as e:
             log.error("cannot serve metrics on %s: %s", bind, e.strerror or e)
-            return
+            return f"cannot listen on {bind}: {e.strerror or e}"
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, args=(SHUTDOWN_POLL,),
                                         name=THREAD_NAME, daemon=True)
         self._thread.start()
         log.info("serving metrics on http://%s/metrics", bind)
+        return None
 
     def close(self) -> None:
         """Stop serving and join the server thread. Idempotent."""

@@ -1,25 +1,26 @@
-"""The status document (`status.json`, `status --json`) and its pieces.
+"""The status document: one type, built by one function, for every reader.
 
-The JSON shape is a contract (DESIGN.md §1): add fields, never rename. Pure:
-everything here works on `show stat` rows and plain dicts.
+The daemon writes it as status.json, derives systemd's STATUS= line and its
+metrics from it; `haproxy-k8s status` builds the same document from HAProxy's
+sockets and the saved file, and prints it as a table or JSON. The JSON shape
+is a contract (DESIGN.md §1): add fields, never rename.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config.model import Config, backend_name
-
-STATES = ("UP", "DOWN", "NOLB", "MAINT", "DRAIN", "UNKNOWN")
+from .states import STATES, StatRow, StatRows, admin_state, check_text, node_state, row_int
 
 EXIT_OK, EXIT_DEGRADED, EXIT_CLUSTER_DOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
+HISTORY = 20  # apply outcomes kept in `daemon.history`
 
-StatRow = Mapping[str, str]
-StatRows = Mapping[tuple[str, str], StatRow]  # (backend, server) -> `show stat` row
+__all__ = ["STATES", "StatRow", "StatRows"]
 
 
 def utc_now() -> str:
@@ -37,162 +38,234 @@ def parse_utc(text: str | None) -> float | None:
     return parsed.replace(tzinfo=dt.UTC).timestamp()
 
 
+# -- the document ----------------------------------------------------------------------
 @dataclass
-class DaemonState:
-    """What the daemon knows about itself; owned by the main loop only."""
+class NodeStatus:
+    name: str
+    address: str
+    port: int | None
+    state: str = "UNKNOWN"
+    check: str = ""
+    last_change_s: int | None = None
+    sessions: int | None = None
+    admin: str = "ready"
+    # HAProxy's words for the last check ("Connection refused", "Internal
+    # Server Error"): what an operator needs to read next to a DOWN.
+    check_detail: str = ""
 
-    pid: int
-    generation: int = 0
-    applies: int = 0
+    @classmethod
+    def of(cls, name: str, address: str, port: int | None, row: StatRow | None) -> NodeStatus:
+        """A node as its `show stat` row (None: unknown) shows it."""
+        if row is None:
+            return cls(name, address, port)
+        return cls(name, address, port, state=node_state(row), check=check_text(row),
+                   last_change_s=row_int(row.get("lastchg")),
+                   sessions=row_int(row.get("scur")), admin=admin_state(row),
+                   check_detail=row.get("last_chk", ""))
+
+
+@dataclass
+class ClusterStatus:
+    name: str
+    bind: list[str]
+    nodes: list[NodeStatus]
+
+    @property
+    def up(self) -> int:
+        return sum(1 for n in self.nodes if n.state == "UP")
+
+    @property
+    def total(self) -> int:
+        return len(self.nodes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "bind": self.bind, "up": self.up, "total": self.total,
+                "nodes": [asdict(n) for n in self.nodes]}
+
+
+@dataclass
+class ApplyRecord:
+    """One apply: when, what triggered it, what it did and why."""
+
+    at: str
+    reason: str  # the trigger: "start", "files changed", "control: reload", …
+    action: str  # noop | start | reload | runtime | rollback | error
+    ok: bool
+    seconds: float
+    plan: str = ""  # why this action: "structural change: clusters.c0.balance", …
+    error: str | None = None
+
+
+@dataclass
+class DaemonStatus:
+    pid: int | None = None
+    running: bool = False
+    generation: int | None = None
     applied_at: str | None = None
     last_error: dict[str, Any] | None = None
-    reloads: int = 0  # reloads HAProxy accepted
-    failed_reloads: int = 0  # reloads HAProxy refused (rolled back)
+    applies: int = 0
+    last_apply: ApplyRecord | None = None
+    config_dir: str | None = None
     haproxy_restarts: int = 0
     config_errors: int = 0
-    # Servers changed through the runtime API without a reload (added,
-    # removed, re-addressed, re-weighted, drained ...).
     runtime_changes: int = 0
-    last_apply: dict[str, Any] = field(default_factory=dict)
-
-    def record_error(self, error: dict[str, Any]) -> None:
-        self.last_error = {"at": utc_now(), **error}
+    history: list[ApplyRecord] = field(default_factory=list)  # oldest first
 
 
-def node_state(row: StatRow | None) -> str:
-    """Map a `show stat` server row to one of STATES."""
-    if row is None:
-        return "UNKNOWN"
-    status = row.get("status", "")
-    if "MAINT" in status:  # "MAINT", "MAINT (via …)", "MAINT (resolution)"
-        return "MAINT"
-    if status.startswith("DRAIN"):
-        return "DRAIN"
-    if status.startswith("UP"):  # "UP", "UP 1/2" (going down)
-        return "UP"
-    if status.startswith("DOWN"):  # "DOWN", "DOWN 1/3" (going up)
-        return "DOWN"
-    if status.startswith("NOLB"):
-        return "NOLB"
-    if status == "no check":
-        return "UP"
-    return "UNKNOWN"
+@dataclass
+class HaproxyStatus:
+    pid: int | None = None
+    version: str | None = None
+    reloads: int | None = None
+    failed_reloads: int = 0
+    workers: list[int] = field(default_factory=list)
+    reachable: bool = False
+    prometheus_exporter: bool | None = None
 
 
-def check_reason(row: StatRow) -> str:
-    """`L7STS/500`, `L4CON`: the last check's status and code, if any."""
-    status, code = row.get("check_status", ""), row.get("check_code", "")
-    return f"{status}/{code}" if status and code else status
+@dataclass
+class StatusDocument:
+    daemon: DaemonStatus
+    haproxy: HaproxyStatus
+    clusters: list[ClusterStatus]
+    # Sources that could not be read, each "name: why" ("admin socket: …").
+    unreachable: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"daemon": asdict(self.daemon), "haproxy": asdict(self.haproxy),
+                "clusters": [c.to_json() for c in self.clusters],
+                "unreachable": list(self.unreachable)}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StatusDocument:
+        """Read a document back (status.json); unknown fields are ignored."""
+        return cls(_daemon_from(data.get("daemon") or {}),
+                   _known(HaproxyStatus, data.get("haproxy") or {}),
+                   [_cluster_from(c) for c in data.get("clusters") or []],
+                   [str(u) for u in data.get("unreachable") or []])
 
 
-def check_text(row: StatRow) -> str:
-    """`L7OK/200 in 3ms`: the last check as the status table shows it."""
-    text, duration = check_reason(row), row.get("check_duration", "")
-    return f"{text} in {duration}ms" if text and duration else text
+def _known(kind: Any, data: Mapping[str, Any]) -> Any:
+    names = set(kind.__dataclass_fields__)
+    return kind(**{k: v for k, v in data.items() if k in names})
 
 
-def _admin(row: StatRow | None) -> str:
-    status = (row or {}).get("status", "")
-    if "MAINT" in status:
-        return "maint"
-    if status.startswith("DRAIN"):
-        return "drain"
-    return "ready"
+def _daemon_from(data: Mapping[str, Any]) -> DaemonStatus:
+    daemon: DaemonStatus = _known(DaemonStatus, data)
+    last = data.get("last_apply")
+    daemon.last_apply = _known(ApplyRecord, last) if isinstance(last, Mapping) and last else None
+    daemon.history = [_known(ApplyRecord, r) for r in data.get("history") or []
+                      if isinstance(r, Mapping)]
+    return daemon
 
 
-def node_entry(name: str, address: str, port: int | None,
-               row: StatRow | None) -> dict[str, Any]:
-    """One node of `status --json`, from its `show stat` row (None: unknown)."""
-    return {
-        "name": name, "address": address, "port": port,
-        "state": node_state(row),
-        "check": check_text(row) if row else "",
-        "last_change_s": _int(row.get("lastchg")) if row else None,
-        "sessions": _int(row.get("scur")) if row else None,
-        "admin": _admin(row),
-        # HAProxy's words for the last check ("Connection refused", "Internal
-        # Server Error"): what an operator needs to read next to a DOWN.
-        "check_detail": row.get("last_chk", "") if row else "",
-    }
+def _cluster_from(data: Mapping[str, Any]) -> ClusterStatus:
+    return ClusterStatus(str(data.get("name", "")), [str(b) for b in data.get("bind") or []],
+                         [_known(NodeStatus, {"address": "", "port": None, **n})
+                          for n in data.get("nodes") or []])
 
 
-def cluster_entry(name: str, bind: list[str], nodes: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"name": name, "bind": bind, "up": sum(1 for n in nodes if n["state"] == "UP"),
-            "total": len(nodes), "nodes": nodes}
+# -- building it --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NodeShape:
+    name: str
+    address: str
+    port: int | None
 
 
-def cluster_view(config: Config, stats: StatRows | None) -> list[dict[str, Any]]:
-    """Per-cluster node health from the model and (when reachable) `show stat` rows."""
-    return [
-        cluster_entry(cluster.name, [str(b) for b in cluster.binds], [
-            node_entry(node.name, node.address, node.port,
-                       stats.get((cluster.backend, node.name)) if stats is not None else None)
-            for node in cluster.nodes])
-        for cluster in config.clusters
-    ]
+@dataclass(frozen=True)
+class ClusterShape:
+    """Which clusters and nodes to report, before HAProxy says how they are."""
+
+    name: str
+    bind: tuple[str, ...]
+    nodes: tuple[NodeShape, ...]
 
 
-def overlay(clusters: list[dict[str, Any]], stats: StatRows | None) -> list[dict[str, Any]]:
-    """Re-state a saved cluster list (status.json) from fresh `show stat` rows."""
-    out = []
-    for cluster in clusters:
-        backend = backend_name(str(cluster.get("name", "")))
-        nodes = [node_entry(str(n.get("name", "")), str(n.get("address", "")), n.get("port"),
-                            stats.get((backend, str(n.get("name", ""))))
-                            if stats is not None else None)
-                 for n in cluster.get("nodes", [])]
-        out.append(cluster_entry(str(cluster.get("name", "")), list(cluster.get("bind", [])),
-                                 nodes))
-    return out
+def shape_of_config(config: Config) -> list[ClusterShape]:
+    return [ClusterShape(c.name, tuple(str(b) for b in c.binds),
+                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes))
+            for c in config.clusters]
 
 
-def state_counts(clusters: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
-    """(cluster, state) -> number of nodes, with a zero for every state."""
-    counts = {(c["name"], state): 0 for c in clusters for state in STATES}
-    for cluster in clusters:
-        for node in cluster["nodes"]:
-            counts[(cluster["name"], node["state"])] += 1
-    return counts
+def shape_of_saved(clusters: Iterable[ClusterStatus]) -> list[ClusterShape]:
+    return [ClusterShape(c.name, tuple(c.bind),
+                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes))
+            for c in clusters]
 
 
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.lstrip("-").isdigit() else None
+def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None) -> list[ClusterStatus]:
+    """Each node's state from `show stat` rows; every node UNKNOWN without rows."""
+    return [ClusterStatus(c.name, list(c.bind), [
+        NodeStatus.of(n.name, n.address, n.port,
+                      rows.get((backend_name(c.name), n.name)) if rows is not None else None)
+        for n in c.nodes]) for c in shape]
 
 
-def exit_code(doc: Mapping[str, Any]) -> int:
+def build(daemon: DaemonStatus, haproxy: HaproxyStatus, shape: Sequence[ClusterShape],
+          rows: StatRows | None, unreachable: Sequence[str] = ()) -> StatusDocument:
+    """The status document: the one function both the daemon and `status` call."""
+    haproxy.reachable = rows is not None
+    return StatusDocument(daemon, haproxy, cluster_statuses(shape, rows), list(unreachable))
+
+
+# -- reading it -------------------------------------------------------------------------
+def _document(doc: StatusDocument | Mapping[str, Any]) -> StatusDocument:
+    return doc if isinstance(doc, StatusDocument) else StatusDocument.from_json(doc)
+
+
+def exit_code(doc: StatusDocument | Mapping[str, Any]) -> int:
     """0 all UP; 1 some node not UP; 2 some cluster has no UP node; 3 unreachable.
 
     3 wins: when the daemon or HAProxy's admin socket cannot be reached the
     health picture is incomplete, whatever the other numbers say.
     """
-    daemon, haproxy = doc.get("daemon", {}), doc.get("haproxy", {})
-    if not haproxy.get("reachable", False) or not daemon.get("running", False):
+    d = _document(doc)
+    if not d.haproxy.reachable or not d.daemon.running:
         return EXIT_UNREACHABLE
-    clusters = doc.get("clusters", [])
-    if any(c["up"] == 0 for c in clusters):
+    if any(c.up == 0 for c in d.clusters):
         return EXIT_CLUSTER_DOWN
-    if any(c["up"] < c["total"] for c in clusters):
+    if any(c.up < c.total for c in d.clusters):
         return EXIT_DEGRADED
     return EXIT_OK
 
 
-def verdict(doc: Mapping[str, Any]) -> str:
+def verdict(doc: StatusDocument | Mapping[str, Any]) -> str:
     """One line that says what the exit code means for this document."""
-    code = exit_code(doc)
-    clusters = doc.get("clusters", [])
+    d = _document(doc)
+    code = exit_code(d)
     if code == EXIT_UNREACHABLE:
         # `unreachable` entries start with the source's name ("admin socket: …").
-        sources = [str(p).split(":", 1)[0] for p in doc.get("unreachable") or []]
+        sources = [p.split(":", 1)[0] for p in d.unreachable]
         return f"unknown: cannot reach {', '.join(sources) or 'HAProxy'}"
     if code == EXIT_CLUSTER_DOWN:
-        down = [c["name"] for c in clusters if c["up"] == 0]
+        down = [c.name for c in d.clusters if c.up == 0]
         return f"down: no UP node in {', '.join(down)}"
     if code == EXIT_DEGRADED:
-        parts = [f"{c['name']} {c['up']}/{c['total']} up" for c in clusters
-                 if c["up"] < c["total"]]
+        parts = [f"{c.name} {c.up}/{c.total} up" for c in d.clusters if c.up < c.total]
         return f"degraded: {', '.join(parts)}"
     return "healthy: every node is UP"
 
 
-def dumps(doc: Mapping[str, Any]) -> str:
-    return json.dumps(doc, indent=2, sort_keys=False) + "\n"
+def summary(doc: StatusDocument) -> str:
+    """One line for systemd's STATUS=: "cluster-0: 3/3 up, generation 7"."""
+    parts = [f"{c.name}: {c.up}/{c.total} up" for c in doc.clusters]
+    text = ", ".join(parts) or "no clusters"
+    text += f", generation {doc.daemon.generation}"
+    error = doc.daemon.last_error
+    if error:
+        text += f"; last error: {error.get('message', '')}"[:200]
+    return text
+
+
+def state_counts(clusters: Iterable[ClusterStatus]) -> dict[tuple[str, str], int]:
+    """(cluster, state) -> number of nodes, with a zero for every state."""
+    clusters = list(clusters)
+    counts = {(c.name, state): 0 for c in clusters for state in STATES}
+    for cluster in clusters:
+        for node in cluster.nodes:
+            counts[(cluster.name, node.state)] += 1
+    return counts

@@ -407,11 +407,11 @@ def _banner(layout: Layout, ports: DemoPorts, standins: list[StandIn], keep: boo
 
 
 class _DemoDaemon(Daemon):
-    """The real daemon, telling the demo once HAProxy serves (or cleaning up if it cannot)."""
+    """The real daemon, telling the demo once it is ready (or cleaning up if it cannot start)."""
 
     def __init__(self, config_dir: Path, on_started: Callable[[], None]) -> None:
         super().__init__(config_dir)
-        self._on_started = on_started
+        self.on_ready = on_started
 
     def start(self) -> None:
         try:
@@ -421,7 +421,6 @@ class _DemoDaemon(Daemon):
             if self.applier is not None and self.applier.master.alive():
                 self.applier.master.stop()
             raise
-        self._on_started()
 
 
 # -- node control files -----------------------------------------------------------------

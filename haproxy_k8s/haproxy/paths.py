@@ -50,5 +50,10 @@ class StatePaths:
         return self.root / "status.json"
 
     @property
+    def control_socket(self) -> Path:
+        """The daemon's control socket: CLI verbs ask the daemon through it."""
+        return self.root / "control.sock"
+
+    @property
     def operator_state(self) -> Path:
         return self.root / "operator-state.json"

@@ -1,0 +1,167 @@
+"""The daemon's control socket: how CLI verbs ask the one writer to act.
+
+`haproxy-k8s reload|drain|ready|maint` connect to `control.sock` in the state
+dir (mode 0600: whoever may run HAProxy's admin commands), send one JSON line
+and read one JSON line back. The server thread only *posts* each request to
+the main loop and waits for the loop's answer, so every change to HAProxy is
+still made by the loop, one at a time, and each caller gets the outcome of
+its own request, not a counter that someone else's apply may have moved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import RuntimeApiError
+
+log = logging.getLogger(__name__)
+
+THREAD_NAME = "haproxy-k8s-control"
+MAX_REQUEST = 64 * 1024
+IO_TIMEOUT = 5.0  # a client that connects and says nothing is dropped after this
+ANSWER_TIMEOUT = 120.0  # the loop answers after the apply: a reload may take a while
+OPS = ("reload", "drain", "ready", "maint")
+
+
+@dataclass
+class Request:
+    """One control request, answered by the main loop through `answer`."""
+
+    op: str
+    args: dict[str, Any] = field(default_factory=dict)
+    _reply: dict[str, Any] | None = None
+    _done: threading.Event = field(default_factory=threading.Event)
+
+    def answer(self, reply: dict[str, Any]) -> None:
+        self._reply = reply
+        self._done.set()
+
+    def wait(self, timeout: float) -> dict[str, Any]:
+        if not self._done.wait(timeout):
+            return {"ok": False, "error": f"the daemon did not answer within {timeout:g}s"}
+        assert self._reply is not None
+        return self._reply
+
+
+class ControlServer:
+    """Accepts requests on a unix socket; `post(request)` hands them to the loop."""
+
+    def __init__(self, path: Path, post: Callable[[Request], None]) -> None:
+        self.path = path
+        self._post = post
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Created 0600 from the start: no window in which others could connect.
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        sock.listen(16)
+        sock.settimeout(0.2)  # bounds stop(): accept() wakes to look at the stop flag
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self.path.unlink(missing_ok=True)
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if not self._stop.is_set():
+                    log.exception("control socket failed")
+                return
+            with conn:
+                self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(IO_TIMEOUT)
+        try:
+            request = parse_request(_read_line(conn))
+        except (OSError, ValueError) as e:
+            _send(conn, {"ok": False, "error": f"bad request: {e}"})
+            return
+        self._post(request)
+        _send(conn, request.wait(ANSWER_TIMEOUT))
+
+
+def parse_request(line: bytes) -> Request:
+    data = json.loads(line)
+    if not isinstance(data, dict) or data.get("op") not in OPS:
+        raise ValueError(f"expected {{\"op\": one of {', '.join(OPS)}}}")
+    args = data.get("args") or {}
+    if not isinstance(args, dict):
+        raise ValueError("args must be an object")
+    return Request(str(data["op"]), args)
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_REQUEST:
+            raise ValueError("request too long")
+    return data.split(b"\n", 1)[0]
+
+
+def _send(conn: socket.socket, reply: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):  # the client gave up: nothing to tell
+        conn.sendall(json.dumps(reply).encode() + b"\n")
+
+
+# -- the client side (CLI) -------------------------------------------------------------------
+def call(path: Path, op: str, args: dict[str, Any] | None = None,
+         timeout: float = ANSWER_TIMEOUT) -> dict[str, Any]:
+    """Send one request to the daemon and return its reply.
+
+    Raises RuntimeApiError when no daemon listens on `path`.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(str(path))
+        except OSError as e:
+            raise RuntimeApiError(f"no running daemon ({path}: {e.strerror or e})") from e
+        sock.sendall(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
+        line = _read_line(sock)
+    except TimeoutError as e:
+        raise RuntimeApiError(f"the daemon did not answer within {timeout:g}s") from e
+    except OSError as e:
+        raise RuntimeApiError(f"control socket {path}: {e}") from e
+    finally:
+        sock.close()
+    if not line:
+        raise RuntimeApiError("the daemon closed the control socket without an answer")
+    reply: dict[str, Any] = json.loads(line)
+    return reply
