@@ -11,7 +11,7 @@ from conftest import StandInFactory
 from haproxyutil import cluster, config, running, settings
 from helpers import wait_until
 
-from haproxy_k8s.config.model import Bind, Node, StatsSettings
+from haproxy_k8s.config.model import Bind, CheckKind, Node, StatsSettings
 from haproxy_k8s.daemon.health import read_stats
 from haproxy_k8s.daemon.states import check_reason, node_state
 from haproxy_k8s.demo.certs import CertBundle, make_certs, make_client_cert
@@ -36,9 +36,9 @@ def test_every_check_mode_against_real_tls(
     ca = str(certs.ca_file)
     # cluster name -> (check settings, node, expected state, expected check status)
     cases = {
-        "tcp": (settings(check="tcp"), plain, "UP", "L4OK"),
-        "tls": (settings(check="tls"), tls, "UP", "L6OK"),
-        "tls-on-plain": (settings(check="tls"), plain, "DOWN", "L6RSP"),
+        "tcp": (settings(check=CheckKind.TCP), plain, "UP", "L4OK"),
+        "tls": (settings(check=CheckKind.TLS), tls, "UP", "L6OK"),
+        "tls-on-plain": (settings(check=CheckKind.TLS), plain, "DOWN", "L6RSP"),
         "https": (settings(), tls, "UP", "L7OK/200"),
         "https-on-plain": (settings(), plain, "DOWN", "L6RSP"),
         "https-ca": (settings(ca_file=ca), tls, "UP", "L7OK/200"),
@@ -85,7 +85,7 @@ def test_client_traffic_is_not_terminated(haproxy_bin: str, short_tmp: Path,
     ("https", ["check-ssl", "verify none"], ["crt "]),
 ])
 def test_server_params_by_mode(check: str, present: list[str], absent: list[str]) -> None:
-    params = server_params(settings(check=check), Node("m1", "127.0.8.10"))
+    params = server_params(settings(check=CheckKind(check)), Node("m1", "127.0.8.10"))
     for word in ["check", "inter 300ms", "fastinter 200ms", "downinter 300ms", "fall 2",
                  "rise 1", "observe layer4 error-limit 2 on-error mark-down", *present]:
         assert word in params

@@ -10,27 +10,39 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
-from ..config.model import Config
+from ..config.model import AdminState, Config, server_id
 from ..errors import ConfigError, HaproxyK8sError, ProcessError, RuntimeApiError
 from ..fileio import publish, write_atomic
 from ..haproxy import render as render_mod
 from ..haproxy.master import HaproxyMaster
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import filter_servers_state
-from ..haproxy.sockets import AdminSocket
+from ..haproxy.runtime import RuntimeClient
 from . import operator as opstate
 from .candidate import haproxy_env, validate_candidate
 from .membership import RuntimeOps
-from .plan import RUNTIME, NodeChange, make_plan
+from .plan import NodeChange, PlanKind, make_plan
 
 log = logging.getLogger(__name__)
 
 
+class ApplyAction(StrEnum):
+    """What an apply did (status.json's `last_apply.action`)."""
+
+    NOOP = "noop"
+    START = "start"
+    RELOAD = "reload"
+    RUNTIME = "runtime"
+    ROLLBACK = "rollback"
+    ERROR = "error"
+
+
 @dataclass
 class ApplyOutcome:
-    action: str  # noop | start | reload | runtime | rollback | error
+    action: ApplyAction
     error: HaproxyK8sError | None = None
     runtime_changes: int = 0
     # Why this action: the plan's reason ("structural change: balance"), the
@@ -51,7 +63,7 @@ class Applier:
         self.promex = promex
         self.applied: Config | None = None  # the desired state HAProxy runs now
         self.master = HaproxyMaster(self.binary, self.paths, haproxy_env(config))
-        self.admin = AdminSocket(self.paths.admin_socket)
+        self.admin = RuntimeClient(self.paths.admin_socket)
         self.ops = RuntimeOps(self.admin)
 
     # -- public ------------------------------------------------------------
@@ -61,13 +73,13 @@ class Applier:
         try:
             outcome = self._apply(config)
         except HaproxyK8sError as e:
-            outcome = ApplyOutcome("error", e)
+            outcome = ApplyOutcome(ApplyAction.ERROR, e)
         except OSError as e:
             # A full or read-only state dir must not kill the daemon: HAProxy
             # keeps serving what it runs, and status says why nothing applies.
             error = HaproxyK8sError(f"cannot write in {self.paths.root}: {e}")
             error.file = e.filename if isinstance(e.filename, str) else None
-            outcome = ApplyOutcome("error", error)
+            outcome = ApplyOutcome(ApplyAction.ERROR, error)
         outcome.seconds = time.monotonic() - started
         return outcome
 
@@ -82,12 +94,12 @@ class Applier:
         text = render_mod.render(config, self.paths, promex=self.promex)
         if self.master.alive() and self._published_text() == text:
             self.applied = config
-            return ApplyOutcome("noop", reason="no change")
+            return ApplyOutcome(ApplyAction.NOOP, reason="no change")
         validate_candidate(text, self.paths, self.binary, self.master.env)
         if not self.master.alive():
             return self._start(config)
         plan = make_plan(self.applied, config)
-        if plan.kind == RUNTIME:
+        if plan.kind is PlanKind.RUNTIME:
             try:
                 return self._apply_runtime(config, plan.changes)
             except RuntimeApiError as e:
@@ -110,7 +122,7 @@ class Applier:
         publish(self.paths.candidate, self.paths.config)
         write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
         self.applied = config
-        return ApplyOutcome("runtime", runtime_changes=len(changes),
+        return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(changes),
                             reason="runtime: " + ", ".join(c.describe() for c in changes))
 
     def _check_fixed_settings(self, config: Config) -> None:
@@ -135,7 +147,7 @@ class Applier:
         write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
         self.applied = config
         self.reapply_admin_states()
-        return ApplyOutcome("start", reason="HAProxy was not running")
+        return ApplyOutcome(ApplyAction.START, reason="HAProxy was not running")
 
     def _reload(self, config: Config) -> ApplyOutcome:
         self._save_server_state(config)
@@ -152,7 +164,7 @@ class Applier:
             write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
             self.applied = config
             self.reapply_admin_states()
-            return ApplyOutcome("reload")
+            return ApplyOutcome(ApplyAction.RELOAD)
         return self._rollback(result.alerts)
 
     def _rollback(self, alerts: list[str]) -> ApplyOutcome:
@@ -163,8 +175,8 @@ class Applier:
         detail = "; ".join(alerts) or "HAProxy refused the new config"
         if not back.ok:
             detail += " (and the rollback reload failed too; the old worker keeps serving)"
-        return ApplyOutcome("rollback", ProcessError(f"reload failed: {detail}"), alerts=alerts,
-                            reason="HAProxy refused the reload; rolled back")
+        return ApplyOutcome(ApplyAction.ROLLBACK, ProcessError(f"reload failed: {detail}"),
+                            alerts=alerts, reason="HAProxy refused the reload; rolled back")
 
     def _restore_last_good(self) -> None:
         write_atomic(self.paths.config, self.paths.last_good.read_bytes(), mode=0o640)
@@ -180,12 +192,12 @@ class Applier:
                 if state is None:
                     continue
                 try:
-                    self.ops.run(f"set server {cluster.backend}/{node.name} state {state}")
+                    self.admin.set_state(server_id(cluster.name, node.name), state)
                 except RuntimeApiError as e:
                     log.warning("cannot restore %s on %s/%s: %s", state, cluster.name,
                                 node.name, e)
 
-    def set_admin_state(self, target: str, state: str) -> None:
+    def set_admin_state(self, target: str, state: AdminState | str) -> None:
         """An operator's drain/ready/maint of `cluster/node`: live first, then recorded.
 
         Refused for a node the applied config does not have, so a typo is
@@ -195,7 +207,8 @@ class Applier:
         cluster = self.applied.cluster(cluster_name) if self.applied is not None else None
         if cluster is None or cluster.node(node_name) is None:
             raise RuntimeApiError(f"{target}: no such node in the running config")
-        self.ops.run(f"set server {cluster.backend}/{node_name} state {state}")
+        state = AdminState(state)
+        self.admin.set_state(server_id(cluster.name, node_name), state)
         opstate.set_state(self.paths.operator_state, target, state)
 
     def _save_server_state(self, config: Config) -> None:
@@ -203,7 +216,7 @@ class Applier:
         if not config.haproxy.server_state:
             return
         try:
-            dump = self.admin.command("show servers state")
+            dump = self.admin.dump_servers_state()
         except RuntimeApiError as e:
             log.warning("cannot save server state before reload: %s", e)
             return

@@ -13,19 +13,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..config.model import AdminState
 from ..fileio import write_atomic
 
-ADMIN_STATES = ("ready", "drain", "maint")
+ADMIN_STATES = tuple(AdminState)
 
 
-def load(path: Path) -> dict[str, str]:
+def load(path: Path) -> dict[str, AdminState]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict):
         return {}
-    return {str(k): str(v) for k, v in data.items() if v in ("drain", "maint")}
+    return {str(k): AdminState(v) for k, v in data.items()
+            if v in (AdminState.DRAIN, AdminState.MAINT)}
 
 
 @contextmanager
@@ -36,13 +38,13 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
-def set_state(path: Path, server: str, state: str) -> None:
+def set_state(path: Path, server: str, state: AdminState) -> None:
     """Record `state` for `cluster/node` ("ready" removes the entry)."""
     if state not in ADMIN_STATES:
         raise ValueError(f"unknown admin state {state!r}")
     with _locked(path):
         states = load(path)
-        if state == "ready":
+        if state == AdminState.READY:
             states.pop(server, None)
         else:
             states[server] = state

@@ -9,24 +9,33 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from enum import StrEnum
 
-from ..config.model import Cluster, Config, Node
+from ..config.model import Cluster, Config, Node, server_id
 
-NOOP, RUNTIME, RELOAD = "noop", "runtime", "reload"
-# Dynamic servers need a dynamic load-balancing algorithm (HAProxy-NOTES.md).
-_DYNAMIC_BALANCE = frozenset({"roundrobin", "leastconn", "random"})
+
+class PlanKind(StrEnum):
+    NOOP = "noop"
+    RUNTIME = "runtime"
+    RELOAD = "reload"
+
+
+class ChangeKind(StrEnum):
+    ADD = "add"
+    REMOVE = "remove"
+    UPDATE = "update"
 
 
 @dataclass(frozen=True)
 class NodeChange:
-    kind: str  # add | remove | update
+    kind: ChangeKind
     cluster: Cluster  # the cluster as in the new config (old config for removals)
     node: Node  # the new node (the old one for removals)
     old: Node | None = None
 
     @property
     def server(self) -> str:
-        return f"{self.cluster.backend}/{self.node.name}"
+        return server_id(self.cluster.name, self.node.name)
 
     def describe(self) -> str:
         return f"{self.kind} {self.cluster.name}/{self.node.name}"
@@ -34,7 +43,7 @@ class NodeChange:
 
 @dataclass(frozen=True)
 class Plan:
-    kind: str  # noop | runtime | reload
+    kind: PlanKind
     changes: tuple[NodeChange, ...] = ()
     reason: str = ""
 
@@ -42,9 +51,10 @@ class Plan:
 def make_plan(old: Config | None, new: Config) -> Plan:
     """How to get HAProxy from `old` (what it runs now) to `new`."""
     if old is None:
-        return Plan(RELOAD, reason="no applied config yet")
+        return Plan(PlanKind.RELOAD, reason="no applied config yet")
     if _without_nodes(old) != _without_nodes(new):
-        return Plan(RELOAD, reason="structural change: " + structural_difference(old, new))
+        return Plan(PlanKind.RELOAD,
+                    reason="structural change: " + structural_difference(old, new))
     changes: list[NodeChange] = []
     for new_cluster in new.clusters:
         old_cluster = old.cluster(new_cluster.name)
@@ -52,9 +62,9 @@ def make_plan(old: Config | None, new: Config) -> Plan:
         cluster_changes = _node_changes(old_cluster, new_cluster)
         reason = _needs_reload(new_cluster, cluster_changes)
         if reason:
-            return Plan(RELOAD, reason=reason)
+            return Plan(PlanKind.RELOAD, reason=reason)
         changes.extend(cluster_changes)
-    return Plan(RUNTIME, tuple(changes)) if changes else Plan(NOOP)
+    return Plan(PlanKind.RUNTIME, tuple(changes)) if changes else Plan(PlanKind.NOOP)
 
 
 def _without_nodes(config: Config) -> Config:
@@ -99,14 +109,14 @@ def _changed_fields(old: object, new: object) -> list[str]:
 def _node_changes(old: Cluster, new: Cluster) -> list[NodeChange]:
     old_nodes = {n.name: n for n in old.nodes}
     new_nodes = {n.name: n for n in new.nodes}
-    changes = [NodeChange("remove", old, node) for name, node in old_nodes.items()
+    changes = [NodeChange(ChangeKind.REMOVE, old, node) for name, node in old_nodes.items()
                if name not in new_nodes]
     for name, node in new_nodes.items():
         before = old_nodes.get(name)
         if before is None:
-            changes.append(NodeChange("add", new, node))
+            changes.append(NodeChange(ChangeKind.ADD, new, node))
         elif before != node:
-            changes.append(NodeChange("update", new, node, before))
+            changes.append(NodeChange(ChangeKind.UPDATE, new, node, before))
     return changes
 
 
@@ -114,7 +124,8 @@ def _needs_reload(cluster: Cluster, changes: list[NodeChange]) -> str:
     """Why these node changes cannot go through the runtime API ("" if they can)."""
     for change in changes:
         node, old = change.node, change.old
-        if change.kind == "add" and cluster.settings.balance not in _DYNAMIC_BALANCE:
+        # Dynamic servers need a dynamic load-balancing algorithm (HAPROXY-NOTES.md).
+        if change.kind is ChangeKind.ADD and not cluster.settings.balance.is_dynamic:
             return f"{change.describe()}: balance {cluster.settings.balance} is not dynamic"
         if not node.is_ip or (old is not None and not old.is_ip):
             return f"{change.describe()}: DNS names need a reload to resolve"

@@ -11,13 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..config.model import backend_name
+from ..config.model import backend_name, server_id
 from ..config.schema import is_valid_name
 from ..daemon import control
 from ..errors import RuntimeApiError
 from ..haproxy.paths import StatePaths
-from ..haproxy.replies import parse_show_stat
-from ..haproxy.sockets import AdminSocket
+from ..haproxy.runtime import RuntimeClient
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Target:
 
     @property
     def server(self) -> str:
-        return f"{backend_name(self.cluster)}/{self.node}"
+        return server_id(self.cluster, self.node)
 
     def __str__(self) -> str:
         return f"{self.cluster}/{self.node}"
@@ -53,11 +52,11 @@ def set_admin_state(paths: StatePaths, target: Target, state: str) -> None:
 
 
 def sessions(paths: StatePaths, target: Target) -> int:
-    rows = parse_show_stat(AdminSocket(paths.admin_socket).command("show stat"))
-    for row in rows:
-        if f"{row['pxname']}/{row['svname']}" == target.server:
-            return int(row.get("scur") or 0)
-    raise RuntimeApiError(f"{target}: no such node in the running HAProxy")
+    row = RuntimeClient(paths.admin_socket).show_stat().get(
+        (backend_name(target.cluster), target.node))
+    if row is None:
+        raise RuntimeApiError(f"{target}: no such node in the running HAProxy")
+    return int(row.get("scur") or 0)
 
 
 def wait_drained(paths: StatePaths, target: Target, timeout: float) -> int:

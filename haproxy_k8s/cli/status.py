@@ -19,7 +19,7 @@ import psutil
 
 from ..config.loader import load_config
 from ..config.model import cluster_of_backend
-from ..daemon.health import ServerKey, read_stats
+from ..daemon.health import read_stats
 from ..daemon.states import StatRow, StatRows
 from ..daemon.status import (
     ClusterShape,
@@ -38,8 +38,8 @@ from ..daemon.status import (
 from ..errors import HaproxyK8sError, RuntimeApiError
 from ..haproxy.master import read_pid
 from ..haproxy.paths import StatePaths
-from ..haproxy.replies import parse_show_proc
-from ..haproxy.sockets import MasterSocket
+from ..haproxy.replies import ServerKey
+from ..haproxy.runtime import MasterClient
 
 SOCKET_TIMEOUT = 2.0
 
@@ -100,9 +100,8 @@ def _haproxy(paths: StatePaths, saved: StatusDocument | None,
              unreachable: list[str]) -> HaproxyStatus:
     haproxy = saved.haproxy if saved is not None else HaproxyStatus()
     try:
-        reply = MasterSocket(paths.master_socket, SOCKET_TIMEOUT).command("show proc")
-        table = parse_show_proc(reply)
-    except (RuntimeApiError, ValueError) as e:
+        table = MasterClient(paths.master_socket, SOCKET_TIMEOUT).show_proc()
+    except RuntimeApiError as e:
         unreachable.append(f"master socket: {e}")
         haproxy.pid, haproxy.reloads, haproxy.workers = None, None, []
         return haproxy

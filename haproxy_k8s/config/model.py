@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
 DEFAULT_STATE_DIR = "/run/haproxy-k8s"
@@ -22,6 +23,46 @@ def backend_name(cluster: str) -> str:
 def cluster_of_backend(backend: str) -> str | None:
     """The cluster a backend belongs to; None for backends that are not ours."""
     return backend[len(BACKEND_PREFIX):] if backend.startswith(BACKEND_PREFIX) else None
+
+
+# StrEnum: members are their strings, so templates, JSON and comparisons with
+# plain strings see exactly what they saw before the enums.
+
+
+class CheckKind(StrEnum):
+    """How a node is health-checked (the template spells out each kind)."""
+
+    TCP = "tcp"
+    TLS = "tls"
+    HTTPS = "https"
+
+    @property
+    def uses_tls(self) -> bool:
+        return self is not CheckKind.TCP
+
+
+class Balance(StrEnum):
+    ROUNDROBIN = "roundrobin"
+    LEASTCONN = "leastconn"
+    SOURCE = "source"
+
+    @property
+    def is_dynamic(self) -> bool:
+        """Whether servers can be added at runtime (HAProxy refuses it for `source`)."""
+        return self in (Balance.ROUNDROBIN, Balance.LEASTCONN)
+
+
+class AdminState(StrEnum):
+    """An operator's say over a node, as `set server … state` spells it."""
+
+    READY = "ready"
+    DRAIN = "drain"
+    MAINT = "maint"
+
+
+def server_id(cluster: str, node: str) -> str:
+    """`be_<cluster>/<node>`: how the runtime API names a node's server."""
+    return f"{backend_name(cluster)}/{node}"
 
 
 @dataclass(frozen=True, order=True)
@@ -73,8 +114,8 @@ class HaproxySettings:
 class ClusterSettings:
     """Settings every cluster inherits from `[defaults]` and may override."""
 
-    balance: str = "leastconn"  # roundrobin | leastconn | source
-    check: str = "https"  # tcp | tls | https
+    balance: Balance = Balance.LEASTCONN
+    check: CheckKind = CheckKind.HTTPS
     check_path: str = "/readyz"
     check_interval_ms: int = 2_000
     fast_interval_ms: int = 500

@@ -14,11 +14,14 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
 from .model import (
+    Balance,
     Bind,
+    CheckKind,
     Cluster,
     ClusterSettings,
     Config,
@@ -32,6 +35,7 @@ from .model import (
 KeyPath = tuple[str, ...]
 Provenance = Mapping[KeyPath, str]
 T = TypeVar("T")
+_E = TypeVar("_E", bound=StrEnum)
 Parser = Callable[[Any], Any]
 
 # Where "no clusters configured" points when no file mentions `clusters` at all.
@@ -103,15 +107,18 @@ _MAX_INT = 2**31 - 1
 _port = _integer(1, 65535, "port")
 
 
-def _choice(*options: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
+def _choice(kind: type[_E]) -> Callable[[Any], _E]:
+    # Plain strings, so a message shows 'leastconn' and not the member's repr.
+    options = [str(member) for member in kind]
+
+    def parse(value: Any) -> _E:
         text = _string(value)
         if text not in options:
             raise _Invalid(
                 f"expected one of {', '.join(options)}; got {_show(text)}"
                 + _did_you_mean(text, options)
             )
-        return text
+        return kind(text)
 
     return parse
 
@@ -304,8 +311,8 @@ def _cidr(value: Any) -> str:
 # --- the key sets: TOML key -> (model field, parser) -------------------------
 
 _CLUSTER_SETTINGS: dict[str, tuple[str, Parser]] = {
-    "balance": ("balance", _choice("roundrobin", "leastconn", "source")),
-    "check": ("check", _choice("tcp", "tls", "https")),
+    "balance": ("balance", _choice(Balance)),
+    "check": ("check", _choice(CheckKind)),
     "check_path": ("check_path", _check_path),
     "check_interval": ("check_interval_ms", _duration()),
     "fast_interval": ("fast_interval_ms", _duration()),

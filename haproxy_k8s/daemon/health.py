@@ -17,13 +17,11 @@ from pathlib import Path
 
 from ..config.model import Config, cluster_of_backend
 from ..errors import RuntimeApiError
-from ..haproxy.replies import parse_show_stat
-from ..haproxy.sockets import AdminSocket
+from ..haproxy.replies import ServerKey
+from ..haproxy.runtime import RuntimeClient
 from .states import StatRow, StatRows, check_reason, node_state
 
 log = logging.getLogger(__name__)
-
-ServerKey = tuple[str, str]  # (backend, server)
 
 # Poll at the fastest check interval, within these bounds: faster than HAProxy
 # checks tells nothing new, slower than a second makes `status` lag.
@@ -57,11 +55,7 @@ def poll_interval(config: Config | None) -> float:
 
 def read_stats(admin_socket: Path, timeout: float = 2.0) -> dict[ServerKey, StatRow]:
     """`show stat`, keyed by (proxy, server); raises RuntimeApiError."""
-    try:
-        rows = parse_show_stat(AdminSocket(admin_socket, timeout).command("show stat"))
-    except ValueError as e:
-        raise RuntimeApiError(f"{admin_socket}: {e}") from e
-    return {(r.get("pxname", ""), r.get("svname", "")): r for r in rows}
+    return dict(RuntimeClient(admin_socket, timeout).show_stat())
 
 
 def server_label(key: ServerKey) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from ..apply.applier import Applier, ApplyOutcome
+from ..apply.applier import Applier, ApplyAction, ApplyOutcome
 from ..config.loader import config_files, state_dir_hint
 from ..config.model import Config, HaproxySettings
 from ..errors import ConfigError, HaproxyK8sError, ValidationError
@@ -177,7 +177,7 @@ class Daemon:
         try:
             outcome = self.applier.apply(self.desired())
         except ConfigError as e:
-            outcome = ApplyOutcome("error", e, reason="the config is invalid")
+            outcome = ApplyOutcome(ApplyAction.ERROR, e, reason="the config is invalid")
         self._record(outcome, reason)
         self._refresh_config_settings()
         if self._ready:

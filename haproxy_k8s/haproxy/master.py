@@ -23,8 +23,8 @@ import psutil
 
 from ..errors import ProcessError, RuntimeApiError
 from .paths import StatePaths
-from .replies import ProcTable, parse_show_proc
-from .sockets import MasterSocket
+from .replies import ProcTable, reload_verdict
+from .runtime import MasterClient
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class HaproxyMaster:
         self.binary = binary
         self.paths = paths
         self.env = dict(env) if env is not None else None
-        self.master = MasterSocket(paths.master_socket)
+        self.master = MasterClient(paths.master_socket)
         self.pid: int | None = None
         self._popen: subprocess.Popen[bytes] | None = None
         self._history: collections.deque[tuple[float, str]] = collections.deque(maxlen=200)
@@ -170,10 +170,7 @@ class HaproxyMaster:
 
     # -- master CLI --------------------------------------------------------
     def proc_table(self) -> ProcTable:
-        try:
-            return parse_show_proc(self.master.command("show proc", timeout=2.0))
-        except ValueError as e:
-            raise RuntimeApiError(str(e)) from e
+        return self.master.show_proc(timeout=2.0)
 
     def try_proc_table(self) -> ProcTable | None:
         try:
@@ -200,7 +197,7 @@ class HaproxyMaster:
             log.debug("reload reply: %s", e)
             reply = ""
         table = self._await_reload(before, reply, started + timeout)
-        ok = table is not None and _reload_succeeded(before, table, reply)
+        ok = table is not None and reload_verdict(before, table, reply) is True
         alerts = self.alerts_since(started)
         return ReloadResult(ok, table, alerts if not ok else [], time.monotonic() - started)
 
@@ -209,26 +206,12 @@ class HaproxyMaster:
         table: ProcTable | None = None
         while time.monotonic() < deadline:
             table = self.try_proc_table()
-            if table is not None and _reload_settled(before, table, reply):
+            if table is not None and reload_verdict(before, table, reply) is not None:
                 return table
             if not self.alive():
                 return None
             time.sleep(0.01)
         return table
-
-
-def _reload_settled(before: ProcTable, after: ProcTable, reply: str) -> bool:
-    if after.master.reloads <= before.master.reloads:
-        return False
-    if "Success=0" in reply or after.failed_reloads > 0:
-        return True
-    return bool(after.worker_pids - before.worker_pids)
-
-
-def _reload_succeeded(before: ProcTable, after: ProcTable, reply: str) -> bool:
-    if "Success=0" in reply:
-        return False
-    return after.failed_reloads == 0 and bool(after.worker_pids - before.worker_pids)
 
 
 def read_pid(path: Path) -> int | None:

@@ -62,7 +62,7 @@ def server_params(settings: ClusterSettings, node: Node) -> str:
         # as UP (it has the fewest connections); retries could all land
         # there. Real connect failures take it out before the checks do.
         params.append(f"observe layer4 error-limit {settings.error_limit} on-error mark-down")
-    if settings.check in ("tls", "https"):
+    if settings.check.uses_tls:
         params.extend(_tls_check_params(settings))
     if node.backup:
         params.append("backup")

@@ -1,4 +1,4 @@
-"""Pure parsers and command builders for HAProxy's runtime API. No I/O here."""
+"""Pure parsers of HAProxy's runtime API replies, and the reload verdicts. No I/O here."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 
 _UPTIME = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _MASTER_RELOADS = re.compile(r"^(\d+)(?:\s*\[failed:\s*(\d+)\])?")
+_RELOAD_STATUS = re.compile(r"^Success=([01])\s*$", re.MULTILINE)
+
+ServerKey = tuple[str, str]  # (backend, server): how every per-server reply is keyed
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,16 @@ def parse_show_stat(text: str) -> list[dict[str, str]]:
     return rows
 
 
+def stats_by_server(rows: list[dict[str, str]]) -> dict[ServerKey, dict[str, str]]:
+    """`show stat` rows keyed by (pxname, svname)."""
+    return {(r.get("pxname", ""), r.get("svname", "")): r for r in rows}
+
+
+def servers_state_by_server(rows: list[dict[str, str]]) -> dict[ServerKey, dict[str, str]]:
+    """`show servers state` rows keyed by (be_name, srv_name)."""
+    return {(r.get("be_name", ""), r.get("srv_name", "")): r for r in rows}
+
+
 def parse_servers_state(text: str) -> list[dict[str, str]]:
     """Parse `show servers state`: a version line, a `# be_id …` header, rows."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -146,3 +159,38 @@ def filter_servers_state(text: str, keep: set[tuple[str, str, str, str]]) -> str
         if ident in keep:
             out.append(line)
     return "\n".join(out) + "\n"
+
+
+# -- reload verdicts: True worked, False failed, None not settled yet --------
+def reload_verdict_27(reply: str) -> bool | None:
+    """The `Success=1|0` line HAProxy 2.7+ answers `reload` with.
+
+    None when the reply has none: 2.6 closes the connection without a word.
+    """
+    match = _RELOAD_STATUS.search(reply)
+    return None if match is None else match.group(1) == "1"
+
+
+def reload_verdict_26(before: ProcTable, after: ProcTable) -> bool | None:
+    """Judge a reload from `show proc` before and after it (all 2.6 offers).
+
+    The master counts the reload first. A failure then shows in `[failed: N]`
+    with the old worker kept; a success lists a worker with a new pid.
+    """
+    if after.master.reloads <= before.master.reloads:
+        return None
+    if after.failed_reloads > 0:
+        return False
+    if after.worker_pids - before.worker_pids:
+        return True
+    return None
+
+
+def reload_verdict(before: ProcTable, after: ProcTable, reply: str) -> bool | None:
+    """Both combined: 2.7+'s `Success=0` settles a failure at once; success
+    still needs the new worker listed, so both versions are judged alike."""
+    if after.master.reloads <= before.master.reloads:
+        return None
+    if reload_verdict_27(reply) is False:
+        return False
+    return reload_verdict_26(before, after)

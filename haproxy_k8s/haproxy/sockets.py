@@ -1,4 +1,6 @@
-"""Blocking clients for HAProxy's admin (stats) socket and master CLI socket.
+"""Blocking transport for HAProxy's admin (stats) socket and master CLI socket.
+
+Commands and reply checks live in `runtime`; these send raw lines.
 
 The admin socket answers one command per connection and closes it. The master
 socket does not close after a reply (seen on 2.6): a reply ends with a blank
@@ -88,11 +90,3 @@ class MasterSocket:
     def command(self, command: str, timeout: float | None = None) -> str:
         return send_command(self.path, command, timeout=timeout or self.timeout,
                             until_blank_line=True)
-
-    def reload(self) -> str:
-        """Ask the master to reload.
-
-        2.6 closes the connection and prints nothing; 2.7+ prints `Success=1|0`
-        and the startup logs, then closes. Either way we read to EOF.
-        """
-        return send_command(self.path, "reload", timeout=max(self.timeout, 30.0))

@@ -1,0 +1,216 @@
+"""Membership ops on a fake runtime client: which commands, in which order.
+
+The real-HAProxy side of the same ops is covered by test_zero_disruption.py and
+test_runtime_client.py; here a fake (same methods as RuntimeClient, an in-memory
+server table, every call recorded) makes the order and the failure paths cheap
+to pin down, including ones a real HAProxy rarely produces on demand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from haproxy_k8s.apply.membership import PendingRemoval, RuntimeOps
+from haproxy_k8s.apply.plan import ChangeKind, NodeChange, make_plan
+from haproxy_k8s.config.model import (
+    AdminState,
+    Balance,
+    Bind,
+    Cluster,
+    ClusterSettings,
+    Config,
+    Node,
+)
+from haproxy_k8s.haproxy.render import server_params
+from haproxy_k8s.haproxy.replies import ServerKey
+from haproxy_k8s.haproxy.runtime import RuntimeReplyError
+
+Call = tuple[object, ...]
+
+
+class FakeRuntime:
+    """Implements haproxy.runtime.AdminApi over a dict of servers."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.servers: dict[ServerKey, dict[str, str]] = {}
+        self.refuse: dict[str, str] = {}  # method name -> HAProxy's reply text
+
+    def _call(self, name: str, *args: object) -> None:
+        self.calls.append((name, *args))
+        if name in self.refuse:
+            raise RuntimeReplyError(f"{name} {args[0] if args else ''}", self.refuse[name])
+
+    @staticmethod
+    def _key(server: str) -> ServerKey:
+        backend, _, name = server.partition("/")
+        return backend, name
+
+    def add(self, server: str, address: str, port: int, weight: int = 100,
+            sessions: int = 0) -> None:
+        self.servers[self._key(server)] = {"addr": address, "port": str(port),
+                                           "weight": str(weight), "scur": str(sessions)}
+
+    # -- AdminApi ------------------------------------------------------------
+    def show_stat(self) -> dict[ServerKey, dict[str, str]]:
+        self._call("show_stat")
+        return {k: {"pxname": k[0], "svname": k[1], "scur": v["scur"]}
+                for k, v in self.servers.items()}
+
+    def show_servers_state(self) -> dict[ServerKey, dict[str, str]]:
+        self._call("show_servers_state")
+        return {k: {"be_name": k[0], "srv_name": k[1], "srv_addr": v["addr"],
+                    "srv_port": v["port"], "srv_uweight": v["weight"]}
+                for k, v in self.servers.items()}
+
+    def add_server(self, server: str, addr: str, params: str) -> None:
+        self._call("add_server", server, addr, params)
+        address, _, port = addr.rpartition(":")
+        weight = params.split("weight ")[1].split()[0]
+        self.add(server, address, int(port), int(weight))
+
+    def del_server(self, server: str) -> None:
+        self._call("del_server", server)
+        del self.servers[self._key(server)]
+
+    def set_state(self, server: str, state: AdminState) -> None:
+        self._call("set_state", server, state)
+
+    def set_weight(self, server: str, weight: int) -> None:
+        self._call("set_weight", server, weight)
+        self.servers[self._key(server)]["weight"] = str(weight)
+
+    def set_addr(self, server: str, address: str, port: int) -> None:
+        self._call("set_addr", server, address, port)
+        self.servers[self._key(server)].update(addr=address, port=str(port))
+
+    def shutdown_sessions(self, server: str) -> None:
+        self._call("shutdown_sessions", server)
+        self.servers[self._key(server)]["scur"] = "0"
+
+    def enable_health(self, server: str) -> None:
+        self._call("enable_health", server)
+
+    def disable_health(self, server: str) -> None:
+        self._call("disable_health", server)
+
+    def changes(self) -> list[Call]:
+        """The calls that change something (reads left out)."""
+        return [c for c in self.calls if not str(c[0]).startswith("show_")]
+
+
+M1 = Node("m1", "127.0.8.10")
+M2 = Node("m2", "127.0.8.11", weight=50)
+S1, S2 = "be_c0/m1", "be_c0/m2"
+
+
+def config(*nodes: Node, grace_ms: int = 30_000) -> Config:
+    settings = ClusterSettings(balance=Balance.ROUNDROBIN, drain_grace_ms=grace_ms)
+    return Config(clusters=(Cluster("c0", (Bind("127.0.8.1", 6443),), nodes, settings),))
+
+
+def changes(old: Config, new: Config) -> tuple[NodeChange, ...]:
+    return make_plan(old, new).changes
+
+
+@pytest.fixture
+def fake() -> FakeRuntime:
+    runtime = FakeRuntime()
+    runtime.add(S1, M1.address, M1.port)
+    return runtime
+
+
+def test_add_registers_checks_and_readies(fake: FakeRuntime) -> None:
+    new = config(M1, M2)
+    RuntimeOps(fake).apply(changes(config(M1), new), {})
+    params = server_params(new.clusters[0].settings, M2)
+    assert fake.changes() == [("add_server", S2, "127.0.8.11:6443", params),
+                              ("enable_health", S2), ("set_state", S2, AdminState.READY)]
+    assert RuntimeOps(fake).mismatches(new) == []
+
+
+def test_add_keeps_an_operators_drain(fake: FakeRuntime) -> None:
+    RuntimeOps(fake).apply(changes(config(M1), config(M1, M2)), {"c0/m2": AdminState.DRAIN})
+    assert fake.changes()[-1] == ("set_state", S2, AdminState.DRAIN)
+
+
+def test_new_address_moves_and_cuts_sessions_new_weight_only_reweights(
+        fake: FakeRuntime) -> None:
+    moved = dataclasses.replace(M1, address="127.0.8.12", port=7443)
+    RuntimeOps(fake).apply(changes(config(M1), config(moved)), {})
+    assert fake.changes() == [("set_addr", S1, "127.0.8.12", 7443), ("shutdown_sessions", S1)]
+    fake.calls.clear()
+    heavier = dataclasses.replace(moved, weight=7)
+    RuntimeOps(fake).apply(changes(config(moved), config(heavier)), {})
+    assert fake.changes() == [("set_weight", S1, 7)]
+
+
+def test_removal_drains_then_deletes_once_sessions_are_gone(fake: FakeRuntime) -> None:
+    fake.add(S2, M2.address, M2.port, sessions=3)
+    ops = RuntimeOps(fake)
+    ops.apply(changes(config(M1, M2), config(M1)), {})
+    assert fake.changes() == [("set_state", S2, AdminState.DRAIN)]
+    assert S2 in ops.pending  # sessions left, grace not over: wait
+    fake.servers[("be_c0", "m2")]["scur"] = "0"
+    ops.tick()
+    assert fake.changes()[1:] == [("shutdown_sessions", S2), ("set_state", S2, AdminState.MAINT),
+                                  ("disable_health", S2), ("del_server", S2)]
+    assert not ops.pending and ("be_c0", "m2") not in fake.servers
+
+
+def test_removal_cuts_sessions_when_the_grace_period_is_over(fake: FakeRuntime) -> None:
+    fake.add(S2, M2.address, M2.port, sessions=3)
+    ops = RuntimeOps(fake)
+    ops.apply(changes(config(M1, M2, grace_ms=0), config(M1, grace_ms=0)), {})
+    assert ("del_server", S2) in fake.changes() and not ops.pending
+
+
+def test_readded_while_draining_reuses_the_server(fake: FakeRuntime) -> None:
+    fake.add(S2, M2.address, M2.port, sessions=3)
+    ops = RuntimeOps(fake)
+    ops.apply(changes(config(M1, M2), config(M1)), {})
+    fake.calls.clear()
+    ops.apply(changes(config(M1), config(M1, M2)), {})
+    assert fake.changes() == [("set_addr", S2, M2.address, M2.port), ("set_weight", S2, 50),
+                              ("set_state", S2, AdminState.READY)]
+    assert not ops.pending
+
+
+def test_a_refused_delete_is_retried_then_left_to_the_next_reload(fake: FakeRuntime) -> None:
+    fake.add(S2, M2.address, M2.port)
+    fake.refuse["del_server"] = "Only servers in maintenance mode can be deleted."
+    ops = RuntimeOps(fake)
+    ops.apply(changes(config(M1, M2), config(M1)), {})
+    assert ops.pending[S2].attempts == 1
+    for _ in range(18):
+        ops.tick()
+    assert ops.pending[S2].attempts == 19
+    ops.tick()
+    assert not ops.pending
+    assert sum(1 for c in fake.calls if c[0] == "del_server") == 20
+
+
+def test_a_refused_add_propagates_for_the_reload_fallback(fake: FakeRuntime) -> None:
+    fake.refuse["add_server"] = "Already exists a server with the same name in backend."
+    with pytest.raises(RuntimeReplyError, match="Already exists"):
+        RuntimeOps(fake).apply(changes(config(M1), config(M1, M2)), {})
+
+
+def test_mismatches_name_differences_and_strays_but_not_pending_removals(
+        fake: FakeRuntime) -> None:
+    ops = RuntimeOps(fake)
+    assert ops.mismatches(config(M1)) == []
+    fake.servers[("be_c0", "m1")]["weight"] = "3"
+    fake.add("be_c0/stray", "127.0.8.13", 6443)
+    fake.add("other/x", "127.0.8.14", 6443)  # not a backend we made: none of our business
+    assert ops.mismatches(config(M1)) == [
+        "be_c0/m1: want ('127.0.8.10', '6443', '100'), have ('127.0.8.10', '6443', '3')",
+        "be_c0/stray: not in the config"]
+    ops.pending["be_c0/stray"] = PendingRemoval("be_c0/stray", deadline=0.0)
+    assert ops.mismatches(config(M1))[1:] == []
+
+
+def test_change_kinds_are_the_plan_strings() -> None:
+    assert [str(k) for k in ChangeKind] == ["add", "remove", "update"]
