@@ -13,6 +13,7 @@ temporary directory is removed.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shlex
@@ -28,7 +29,6 @@ from typing import cast
 from ..daemon.logsetup import setup_logging
 from ..daemon.loop import Daemon
 from ..errors import HaproxyK8sError
-from .certs import make_certs
 from .layout import (
     BALANCER_HOST,
     CLUSTER,
@@ -54,6 +54,8 @@ CONTROL_POLL = 0.25
 # Control file word -> what the stand-in does. "unready" is an apiserver shutting down
 # gracefully: /readyz fails while everything else still answers.
 CONTROL_WORDS = ("serve", "unready", *(m for m in MODES if m != "serve"))
+# cryptography (for the stand-ins' certificates) is not a dependency of the daemon.
+DEMO_EXTRA_MISSING = "the demo needs the demo extra: pip install 'haproxy-k8s[demo]'"
 
 
 # -- entry point ------------------------------------------------------------------------
@@ -69,6 +71,7 @@ def run_demo(duration: float | None, directory: Path | None,
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        _require_demo_extra()
         ports = ports or _ports_from_env()
         binary = _find_haproxy()
         _check_ports_free(ports)
@@ -118,6 +121,15 @@ def _run(layout: Layout, ports: DemoPorts, binary: str, duration: float | None,
 # -- preparation ------------------------------------------------------------------------
 
 
+def _require_demo_extra() -> None:
+    try:
+        importlib.import_module(".certs", __package__)
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("cryptography"):
+            raise
+        raise DemoError(f"{DEMO_EXTRA_MISSING} ({e})") from e
+
+
 def _ports_from_env() -> DemoPorts:
     text = os.environ.get(PORTS_ENV, "").strip()
     return DemoPorts.parse(text) if text else DemoPorts()
@@ -162,6 +174,8 @@ def _bind_problem(host: str, port: int) -> str | None:
 
 def _start_standins(layout: Layout, ports: DemoPorts) -> list[StandIn]:
     """Start all four stand-ins (certificates valid for their address and the balancer's)."""
+    from .certs import make_certs  # the demo extra: see _require_demo_extra
+
     standins: list[StandIn] = []
     try:
         for name, host in (*NODES, SPARE):
