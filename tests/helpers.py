@@ -26,7 +26,7 @@ _UNSET = object()
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float = 5.0,
     interval: float = 0.02,
     message: str = "",
