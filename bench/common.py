@@ -1,4 +1,4 @@
-"""Shared pieces: process bookkeeping, loopback clients, a bounded load, statistics.
+"""Shared pieces: process bookkeeping, loopback clients, statistics (the rest is testkit's).
 
 Every process the benchmark starts is registered here by pid, and `REGISTRY.cleanup()`
 (called from a `finally` in run.py, also on Ctrl-C and SIGTERM) ends them and their
@@ -8,39 +8,28 @@ children. Nothing is ever killed by name.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import psutil
 
 import haproxy_k8s
+from testkit.load import Load, RequestFailed
+from testkit.procs import child_env, kill_tree
 
 REPO = Path(haproxy_k8s.__file__).resolve().parent.parent
-BALANCER = "127.0.8.1"
 
 T = TypeVar("T")
 
 
 # -- processes ---------------------------------------------------------------------------
-def child_env() -> dict[str, str]:
-    """Children import the same haproxy_k8s and bench as this process (the work tree)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("NOTIFY_SOCKET", None)
-    return env
-
-
 class Registry:
     """Pids of everything we started; cleanup() ends them (children first, by pid)."""
 
@@ -89,29 +78,6 @@ class Registry:
 REGISTRY = Registry()
 
 
-def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Signal `pid` and its descendants (found by pid, never by name) and reap them."""
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.send_signal(sig)
-    psutil.wait_procs(procs, timeout=5)
-
-
-def stop_popen(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_tree(proc.pid)
-            proc.wait(timeout=5)
-
-
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
@@ -145,13 +111,6 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.01,
 
 
 # -- loopback network --------------------------------------------------------------------
-def free_port(host: str = BALANCER) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def check_loopback(host: str) -> None:
     if not host.startswith("127."):
         raise ValueError(f"benchmark traffic stays on 127.0.0.0/8, not {host}")
@@ -170,7 +129,7 @@ _NODE = re.compile(rb'"node":\s*"([^"]*)"')
 _REQUEST = b"GET /version HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 
 
-class ProbeError(Exception):
+class ProbeError(RequestFailed):
     pass
 
 
@@ -202,73 +161,12 @@ def probe(host: str, port: int, timeout: float = 2.0) -> str:
     return match.group(1).decode()
 
 
-@dataclass
-class LoadResult:
-    ok: int = 0
-    failed: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    failure_times: list[float] = field(default_factory=list)
-    by_node: Counter[str] = field(default_factory=Counter)
-    # (start, seconds) of every successful request
-    latencies: list[tuple[float, float]] = field(default_factory=list)
-
-    def failed_between(self, start: float, end: float) -> int:
-        return sum(1 for t in self.failure_times if start <= t <= end)
-
-    def slowest_between(self, start: float, end: float) -> float:
-        return max((d for t, d in self.latencies if start <= t <= end), default=0.0)
-
-
-class Load:
-    """`threads` clients, each: new connection, GET /version, close, pause; repeat.
-
-    Bounded twice: stop() ends it, and so does `max_seconds` on its own.
-    """
-
-    def __init__(self, host: str, port: int, *, threads: int = 8, pause: float = 0.005,
-                 max_seconds: float = 300.0) -> None:
-        check_loopback(host)
-        self.host, self.port, self.pause = host, port, pause
-        self.result = LoadResult()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._deadline = time.monotonic() + max_seconds
-        self._threads = [threading.Thread(target=self._run, name=f"bench-load-{i}", daemon=True)
-                         for i in range(threads)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and time.monotonic() < self._deadline:
-            started = time.monotonic()
-            try:
-                node = probe(self.host, self.port, timeout=5.0)
-                error = None
-            except ProbeError as e:
-                node, error = "", str(e)
-            took = time.monotonic() - started
-            with self._lock:
-                if error is None:
-                    self.result.ok += 1
-                    self.result.by_node[node] += 1
-                    self.result.latencies.append((started, took))
-                else:
-                    self.result.failed += 1
-                    self.result.errors[error] += 1
-                    self.result.failure_times.append(time.monotonic())
-            self._stop.wait(self.pause)
-
-    def stop(self) -> LoadResult:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=10)
-        return self.result
+def probe_load(host: str, port: int, *, threads: int = 8, pause: float = 0.005,
+               max_seconds: float = 300.0) -> Load:
+    """`threads` clients, each: new connection, GET /version, close, pause; repeat."""
+    check_loopback(host)
+    return Load(lambda: probe(host, port, timeout=5.0), threads=threads, pause=pause,
+                max_seconds=max_seconds, name="bench-load")
 
 
 def first_hit(host: str, port: int, node: str, timeout: float,

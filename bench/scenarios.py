@@ -20,22 +20,22 @@ from typing import Any
 from haproxy_k8s.config.loader import load_config
 from haproxy_k8s.haproxy.check import check_config
 from haproxy_k8s.haproxy.render import render
+from testkit.configdir import cluster_toml as cluster_drop_in
+from testkit.load import Load
+from testkit.ports import BALANCER, free_port
+from testkit.procs import child_env, stop_popen
 
 from .common import (
-    BALANCER,
     REGISTRY,
-    Load,
-    child_env,
     cpu_seconds,
     first_hit,
-    free_port,
     gone_since,
     median,
     percentile,
     probe,
+    probe_load,
     python_module,
     rss_mib,
-    stop_popen,
     summary_ms,
     tcp_accepts,
     wait_for,
@@ -147,10 +147,7 @@ class Context:
 # -- drop-in text --------------------------------------------------------------------------
 def cluster_toml(port: int, nodes: list[StandInProc], name: str = CLUSTER,
                  host: str = BALANCER) -> str:
-    lines = [f"[clusters.{name}]", f'bind = ["{host}:{port}"]']
-    for n in nodes:
-        lines += [f"[clusters.{name}.nodes.{n.name}]", f'address = "{n.host}"', f"port = {n.port}"]
-    return "\n".join(lines) + "\n"
+    return cluster_drop_in(name, f"{host}:{port}", {n.name: (n.host, n.port) for n in nodes})
 
 
 def node_toml(node: str, standin: StandInProc, weight: int | None = None) -> str:
@@ -389,7 +386,7 @@ def hitless(ctx: Context) -> Result:
                 before = system.reloads()
                 lat: list[float] = []
                 actions: Counter[str] = Counter()
-                with Load(BALANCER, port, threads=threads, max_seconds=600) as load:
+                with probe_load(BALANCER, port, threads=threads, max_seconds=600) as load:
                     time.sleep(1.0)
                     started = time.monotonic()
                     for i in range(count):
@@ -459,7 +456,7 @@ def failover(ctx: Context) -> Result:
             with ctx.system(cls, "failover", FAILOVER_DEFAULTS,
                             files={"10-bench.toml": cluster_toml(port, nodes)}) as system:
                 wait_for(_serving(port, "f0"), 10, 0.01, "balancer serving")
-                with Load(BALANCER, port, threads=threads, max_seconds=600) as load:
+                with probe_load(BALANCER, port, threads=threads, max_seconds=600) as load:
                     raw = _failover_rounds(system, nodes, range(rounds), load)
                 result = load.result
                 quiet = _failover_rounds(system, nodes, range(rounds, rounds + quiet_rounds),

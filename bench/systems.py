@@ -8,10 +8,7 @@ from the state dir and ports, same drop-ins) in a short /tmp directory.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -22,17 +19,10 @@ from haproxy_k8s.haproxy.master import read_pid
 from haproxy_k8s.haproxy.paths import StatePaths
 from haproxy_k8s.haproxy.replies import ProcTable, parse_show_proc, parse_show_stat
 from haproxy_k8s.haproxy.sockets import AdminSocket, MasterSocket
+from testkit.configdir import ConfigDir
+from testkit.procs import child_env, kill_tree, stop_popen
 
-from .common import (
-    BALANCER,
-    REGISTRY,
-    child_env,
-    free_port,
-    kill_tree,
-    python_module,
-    stop_popen,
-    wait_for,
-)
+from .common import REGISTRY, python_module, wait_for
 
 
 class System:
@@ -43,44 +33,24 @@ class System:
         # As deployed: the config dir (/etc/haproxy-k8s) and the state dir
         # (/run/haproxy-k8s) apart, so state and log writes cause no inotify events
         # in the watched directory.
-        self.root = base / "etc"
-        self.conf_d = self.root / "conf.d"
-        self.conf_d.mkdir(parents=True, exist_ok=True)
-        self.paths = StatePaths(base / "run")
+        self.config = ConfigDir(base / "etc", state_dir=base / "run", defaults=defaults,
+                                extra_main=main_extra)
+        self.root, self.conf_d = self.config.root, self.config.conf_d
+        self.paths = StatePaths(self.config.state_dir)
         self.log = base / "log"
-        root = self.root
         self.proc: subprocess.Popen[bytes] | None = None
-        self.stats_port = free_port(BALANCER)
-        (root / "haproxy-k8s.toml").write_text(textwrap.dedent(f"""\
-            [haproxy]
-            state_dir = "{self.paths.root}"
-            [defaults]
-            check = "tcp"
-            """) + textwrap.dedent(defaults) + textwrap.dedent(f"""\
-            [stats]
-            bind = "{BALANCER}:{self.stats_port}"
-            [metrics]
-            bind = "{BALANCER}:{free_port(BALANCER)}"
-            """) + textwrap.dedent(main_extra))
+        self.stats_port = self.config.stats_port
 
     # -- config edits (atomic, as a careful operator or a config tool writes) -------------
     def write(self, name: str, text: str) -> None:
-        tmp = self.conf_d / f".{name}.tmp"
-        tmp.write_text(textwrap.dedent(text))
-        os.replace(tmp, self.conf_d / name)
+        self.config.write(name, text)
 
     def write_timed(self, name: str, text: str) -> float:
         """Write a drop-in; return the moment (monotonic) it appeared under its name."""
-        tmp = self.conf_d / f".{name}.tmp"
-        tmp.write_text(textwrap.dedent(text))
-        at = time.monotonic()
-        os.replace(tmp, self.conf_d / name)
-        return at
+        return self.config.write_timed(name, text)
 
     def remove(self, name: str) -> float:
-        at = time.monotonic()
-        (self.conf_d / name).unlink(missing_ok=True)
-        return at
+        return self.config.remove(name)
 
     # -- lifecycle -------------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -185,11 +155,7 @@ class Ours(System):
                              "--log-level", "info")
 
     def status_file(self) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads(self.paths.status.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data
+        return self.config.status_file()
 
     def ready(self) -> bool:
         status = self.status_file()

@@ -31,8 +31,10 @@ python3Packages.buildPythonApplication {
     watchdog
     requests
     prometheus-client
-    cryptography
   ];
+  # The `demo` extra (stand-in apiservers with their own certificates); a router does not
+  # need it, and it keeps cryptography off the closure.
+  optional-dependencies.demo = with python3Packages; [ cryptography ];
 
   makeWrapperArgs = [ "--prefix" "PATH" ":" (lib.makeBinPath [ haproxy ]) ];
 

@@ -7,10 +7,15 @@ talks to anything outside 127.0.0.0/8.
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+# testkit/, the harness shared with bench/, sits at the repository root. Appended, not
+# prepended: the tests must import the installed haproxy_k8s, not the source tree there.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 import psutil
 import pytest

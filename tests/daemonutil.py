@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
-import psutil
-from helpers import free_port, wait_until
+from helpers import wait_until
 
-import haproxy_k8s
+import testkit.configdir
 from haproxy_k8s.haproxy.master import read_pid
+from testkit.ports import BALANCER as BALANCER
+from testkit.procs import child_env as child_env
+from testkit.procs import kill_tree as kill_tree
+from testkit.procs import stop_popen
 
-BALANCER = "127.0.8.1"
-PACKAGE_ROOT = str(Path(haproxy_k8s.__file__).resolve().parent.parent)
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment for our CLI in a child: the same package the tests import."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PACKAGE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("NOTIFY_SOCKET", None)
-    env.update(extra)
-    return env
+# Quick checks, so a node's failure shows within a second or two (test_health relies on it).
+FAST_CHECKS = """\
+    check_interval = "500ms"
+    fast_interval = "200ms"
+    down_interval = "500ms"
+    fall = 2
+    rise = 1
+    slowstart = "0s"
+    """
 
 
 def cli(*args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
@@ -37,58 +33,13 @@ def cli(*args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedPr
                           env=child_env(**env), check=False)
 
 
-class ConfigDir:
+class ConfigDir(testkit.configdir.ConfigDir):
     """A config dir with a main file pointing everything at loopback test ports."""
 
     def __init__(self, root: Path, *, check: str = "tcp", debounce: str = "100ms",
                  extra_main: str = "") -> None:
-        self.root = root
-        self.conf_d = root / "conf.d"
-        self.conf_d.mkdir(parents=True, exist_ok=True)
-        self.state_dir = root / "state"
-        self.stats_port = free_port(BALANCER)
-        self.metrics_port = free_port(BALANCER)
-        (root / "haproxy-k8s.toml").write_text(textwrap.dedent(f"""\
-            [haproxy]
-            state_dir = "{self.state_dir}"
-            [defaults]
-            check = "{check}"
-            check_interval = "500ms"
-            fast_interval = "200ms"
-            down_interval = "500ms"
-            fall = 2
-            rise = 1
-            slowstart = "0s"
-            [stats]
-            bind = "{BALANCER}:{self.stats_port}"
-            [metrics]
-            bind = "{BALANCER}:{self.metrics_port}"
-            [watch]
-            debounce = "{debounce}"
-            """) + extra_main)
-
-    def write(self, name: str, text: str) -> Path:
-        """Write a drop-in atomically (as a careful operator or config tool would)."""
-        path = self.conf_d / name
-        tmp = self.conf_d / f".{name}.tmp"
-        tmp.write_text(textwrap.dedent(text))
-        os.replace(tmp, path)
-        return path
-
-    def cluster(self, name: str, port: int, nodes: dict[str, tuple[str, int]],
-                file: str | None = None) -> Path:
-        lines = [f'[clusters.{name}]', f'bind = ["{BALANCER}:{port}"]']
-        for node, (address, node_port) in nodes.items():
-            lines += [f"[clusters.{name}.nodes.{node}]", f'address = "{address}"',
-                      f"port = {node_port}"]
-        return self.write(file or f"10-{name}.toml", "\n".join(lines) + "\n")
-
-    def status_file(self) -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads((self.state_dir / "status.json").read_text())
-        except (OSError, ValueError):
-            return {}
-        return data
+        watch = f'[watch]\ndebounce = "{debounce}"\n'
+        super().__init__(root, check=check, defaults=FAST_CHECKS, extra_main=watch + extra_main)
 
 
 class DaemonProcess:
@@ -144,24 +95,7 @@ class DaemonProcess:
         # pytest shows captured output only for a failing test: the daemon's log then.
         print(f"--- daemon log tail ({self.log}) ---\n{self.log_text()[-6000:]}")
         haproxy = self.haproxy_pid
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        if self.proc is not None:
+            stop_popen(self.proc)
         if haproxy is not None:
             kill_tree(haproxy)
-
-
-def kill_tree(pid: int) -> None:
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(procs, timeout=5)

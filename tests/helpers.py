@@ -18,13 +18,15 @@ from typing import TypeVar
 
 import pytest
 
+from testkit.ports import free_port as free_port
+
 T = TypeVar("T")
 
 _UNSET = object()
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float = 5.0,
     interval: float = 0.02,
     message: str = "",
@@ -53,14 +55,6 @@ def wait_until(
     what = message or getattr(predicate, "__name__", "condition")
     last = f"last error: {last_error!r}" if last_error else f"last value: {last_value!r}"
     raise AssertionError(f"{what}: not true within {timeout}s ({last})") from last_error
-
-
-def free_port(host: str = "127.0.8.1") -> int:
-    """A port nobody listens on at `host` right now (the kernel's pick for port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def tcp_connect(host: str, port: int, timeout: float = 1.0) -> bool:

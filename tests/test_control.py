@@ -7,6 +7,7 @@ import json
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import StandInFactory
@@ -58,7 +59,7 @@ def test_structural_change_records_why_in_the_history(running: ConfigDir) -> Non
     running.write("40-balance.toml", '[clusters.cluster-0]\nbalance = "roundrobin"\n')
     why = "structural change: clusters.cluster-0.balance"
 
-    def reloaded() -> list[dict[str, str]]:
+    def reloaded() -> list[dict[str, Any]]:
         history = running.status_file()["daemon"]["history"]
         return [e for e in history if e["action"] == "reload" and e["plan"] == why]
 

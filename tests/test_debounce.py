@@ -62,3 +62,25 @@ def test_a_shorter_debounce_caps_the_settle_time() -> None:
     d = Debouncer(0.2, 2.0)
     d.configure(WatchSettings(debounce_ms=10, settle_ms=20, max_wait_ms=1000))
     assert d.settle == 0.01
+
+
+def test_configure_takes_the_watch_settings() -> None:
+    d = Debouncer(0.2, 2.0)
+    d.configure(WatchSettings(debounce_ms=500, settle_ms=50, max_wait_ms=3000))
+    d.touch(10.0, "conf.d/a.toml")
+    assert due(d, 10.0) == 0.5
+    d.touch(10.2, "conf.d/a.toml", complete=True)
+    assert due(d, 10.2) == 0.05
+
+
+def test_the_ceiling_counts_from_the_first_change_after_clear() -> None:
+    d = Debouncer(0.2, 1.0)
+    d.touch(10.0)
+    d.clear()  # applied
+    t = 20.0
+    while t < 20.9:  # a new stream of edits, 0.1 s apart
+        d.touch(t)
+        assert due(d, t) > 0, t
+        t = round(t + 0.1, 6)
+    d.touch(t)
+    assert due(d, t) == 0.1  # 1 s after 20.0, not after 10.0

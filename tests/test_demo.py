@@ -20,7 +20,7 @@ import pytest
 from daemonutil import BALANCER, child_env, cli, kill_tree
 from helpers import free_port, https_get, wait_until
 
-from haproxy_k8s.demo.run import PORTS_ENV, SPARE, DemoPorts, add_node_dropin
+from haproxy_k8s.demo.layout import PORTS_ENV, SPARE, DemoPorts, add_node_dropin
 from haproxy_k8s.haproxy.master import read_pid
 
 pytestmark = [pytest.mark.usefixtures("haproxy_bin"), pytest.mark.slow]

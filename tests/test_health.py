@@ -213,7 +213,10 @@ def test_readyz_failures_set_status_exit_codes_and_readiness_url(
         start_balancer: Callable[..., Balancer]) -> None:
     lb = start_balancer()
     lb.wait_states(ALL_UP)
-    healthz = lambda: http_get(BALANCER, lb.config.stats_port, "/healthz")[0]  # noqa: E731
+
+    def healthz() -> int:
+        return http_get(BALANCER, lb.config.stats_port, "/healthz")[0]
+
     assert healthz() == 200
     lb.nodes[0].readyz_status = 500
     failed_at = time.monotonic()

@@ -9,6 +9,7 @@ provide the template.
 from __future__ import annotations
 
 import configparser
+import email
 import importlib.util
 import os
 import subprocess
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from haproxy_k8s.config.loader import load_config
 from haproxy_k8s.haproxy.render import render
@@ -92,3 +94,69 @@ def test_installed_command_renders_outside_the_repository(venv: Path, tmp_path: 
     assert rendered == render(load_config(EXAMPLES))
     version = run(script, "--version", cwd=tmp_path, env=env).stdout
     assert version.startswith("haproxy-k8s ")
+
+
+# -- the demo extra ----------------------------------------------------------------------
+
+def requires_dist(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as zf:
+        (metadata,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        message = email.message_from_bytes(zf.read(metadata))
+    return message.get_all("Requires-Dist") or []
+
+
+def installs_with(requirement: Requirement, extra: str) -> bool:
+    return requirement.marker is None or requirement.marker.evaluate({"extra": extra})
+
+
+def test_cryptography_comes_with_the_demo_extra_only(wheel: Path) -> None:
+    requirements = [Requirement(line) for line in requires_dist(wheel)]
+    crypto = [r for r in requirements if r.name == "cryptography"]
+    assert crypto, "cryptography is listed at all"
+    assert not any(installs_with(r, "") for r in crypto), "a plain install pulls it in"
+    assert any(installs_with(r, "demo") for r in crypto)
+    # The test extra names the demo extra (the tests make certificates); hatchling
+    # writes that out as the demo extra's requirements under `extra == "test"`.
+    assert any(installs_with(r, "test") for r in crypto)
+    assert {str(r.marker) for r in crypto} == {'extra == "demo"', 'extra == "test"'}
+
+
+# Run in a fresh interpreter: this one has imported cryptography for the fixtures already.
+WHAT_IMPORTS_CRYPTOGRAPHY = """
+import sys
+from haproxy_k8s.cli import main
+try:
+    main(["check", "--help"])
+except SystemExit as e:
+    assert e.code == 0, e.code
+sys.stderr.write(",".join(sorted(m for m in sys.modules if m.split(".")[0] == "cryptography")))
+"""
+
+
+def test_cli_and_check_help_do_not_import_cryptography(venv: Path, tmp_path: Path) -> None:
+    done = run(venv / "bin" / "python", "-c", WHAT_IMPORTS_CRYPTOGRAPHY, cwd=tmp_path,
+               env=clean_env())
+    assert "usage:" in done.stdout
+    assert done.stderr == "", f"imported: {done.stderr}"
+
+
+# cryptography is installed wherever the tests run (the test extra needs it), so its
+# absence is simulated the way Python documents: None in sys.modules fails the import.
+DEMO_WITHOUT_CRYPTOGRAPHY = """
+import sys
+sys.modules["cryptography"] = None
+from haproxy_k8s.cli import main
+sys.exit(main(["demo", "--duration", "1"]))
+"""
+
+
+def test_demo_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
+    # Ports the demo refuses: should the extra check ever come later, nothing starts.
+    env = clean_env(HAPROXY_K8S_DEMO_PORTS="0,0,0")
+    # This venv's installed package: the wheel's venv above lacks the daemon's dependencies.
+    done = subprocess.run([sys.executable, "-c", DEMO_WITHOUT_CRYPTOGRAPHY],
+                          cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT, check=False)
+    assert done.returncode == 1, done
+    assert "the demo needs the demo extra: pip install 'haproxy-k8s[demo]'" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from haproxy_k8s.config.loader import load_config
-from haproxy_k8s.config.model import Bind, ClusterSettings, Config, HaproxySettings
+from haproxy_k8s.config.model import (
+    Balance,
+    Bind,
+    CheckKind,
+    ClusterSettings,
+    Config,
+    HaproxySettings,
+)
 from haproxy_k8s.config.schema import SECTION_KEYS, build_config, dotted_key
 from haproxy_k8s.errors import ConfigError
 
@@ -374,9 +381,9 @@ def test_cluster_overrides_defaults_which_override_builtins() -> None:
         "clusters": {"c0": {"fall": 7, "check": "tcp"}},
     })
     assert config.defaults == dataclasses.replace(
-        ClusterSettings(), check_interval_ms=5000, fall=5, balance="roundrobin")
+        ClusterSettings(), check_interval_ms=5000, fall=5, balance=Balance.ROUNDROBIN)
     assert config.clusters[0].settings == dataclasses.replace(
-        config.defaults, fall=7, check="tcp")
+        config.defaults, fall=7, check=CheckKind.TCP)
 
 
 def test_clusters_and_nodes_are_sorted_and_disabled_nodes_dropped() -> None:

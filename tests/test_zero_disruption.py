@@ -6,19 +6,30 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import StandInFactory
 from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
 from helpers import free_port, https_get, wait_until
-from load import Load
 
 from haproxy_k8s.demo.standin import StandIn
 from haproxy_k8s.haproxy.sockets import AdminSocket
+from testkit.load import Load, RequestFailed
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
+
+
+def version_over_tls(port: int) -> Callable[[], str]:
+    """One client request for the load: a fresh TLS connection, GET /version, expect 200."""
+    def get() -> str:
+        status, _ = https_get(BALANCER, port, "/version", timeout=5.0)
+        if status != 200:
+            raise RequestFailed(f"HTTP {status}")
+        return ""
+
+    return get
 
 
 class Setup:
@@ -77,7 +88,7 @@ def test_node_add_and_remove_without_reload(setup: Setup,
     s = setup
     m4 = standin_factory("m4")
     reloads, generation = s.reloads(), s.daemon.generation()
-    with Load(BALANCER, s.port) as load:
+    with Load(version_over_tls(s.port)) as load:
         load.wait_requests(20)
         add_node(s, m4)
         s.applied(generation)
@@ -113,7 +124,7 @@ def test_node_readdress_at_runtime(setup: Setup, standin_factory: StandInFactory
 def test_structural_reloads_under_load_lose_nothing(setup: Setup) -> None:
     s = setup
     reloads = s.reloads()
-    with Load(BALANCER, s.port) as load:
+    with Load(version_over_tls(s.port)) as load:
         load.wait_requests(20)
         for i in range(30):
             generation = s.daemon.generation()
@@ -129,7 +140,7 @@ def test_structural_reloads_under_load_lose_nothing(setup: Setup) -> None:
 
 def test_drain_ready_under_load_and_across_reload(setup: Setup) -> None:
     s = setup
-    with Load(BALANCER, s.port) as load:
+    with Load(version_over_tls(s.port)) as load:
         load.wait_requests(20)
         code, out = s.cli("drain", "cluster-0/m1", "--wait", "--timeout", "20s")
         assert code == 0, out
@@ -161,7 +172,7 @@ def test_drain_survives_daemon_restart(setup: Setup) -> None:
 def test_daemon_sigkill_leaves_traffic_and_restart_adopts(setup: Setup) -> None:
     s = setup
     haproxy = s.daemon.haproxy_pid
-    with Load(BALANCER, s.port) as load:
+    with Load(version_over_tls(s.port)) as load:
         load.wait_requests(20)
         s.daemon.signal(signal.SIGKILL)
         assert s.daemon.proc is not None

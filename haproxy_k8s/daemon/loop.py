@@ -25,6 +25,7 @@ from ..errors import ConfigError, HaproxyK8sError, ValidationError
 from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.files import FileSource
+from .backoff import Backoff
 from .control import ControlServer, Request
 from .debounce import Debouncer
 from .health import HealthPoller, poll_interval
@@ -59,8 +60,7 @@ class Daemon:
         self.state = DaemonState(pid=os.getpid())
         self.applier: Applier | None = None
         self.version, self.promex = "unknown", True
-        self._backoff = 1.0
-        self._next_restart = 0.0
+        self._restarts = Backoff(1.0, MAX_BACKOFF)  # of the HAProxy master
         self.health: HealthPoller | None = None
         self.publisher: StatusPublisher | None = None
         self.control: ControlServer | None = None
@@ -330,16 +330,15 @@ class Daemon:
         assert self.applier is not None and self.publisher is not None
         master = self.applier.master
         now = time.monotonic()
-        if master.pid is not None and not master.alive() and now >= self._next_restart:
+        if master.pid is not None and not master.alive() and self._restarts.due(now):
             self.state.haproxy_restarts += 1
+            delay = self._restarts.failed(now)
             log.error("haproxy master %s exited (code %s); restarting (backoff %.0fs)",
-                      master.pid, master.exit_code(), self._backoff)
-            self._next_restart = now + self._backoff
-            self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+                      master.pid, master.exit_code(), delay)
             self._restart_master()
             force_status = True
-        elif master.alive() and now - self._next_restart > 60:
-            self._backoff = 1.0
+        elif master.alive():
+            self._restarts.reset_if_stable(now)
         if master.alive():
             self.applier.ops.tick()
         self.publisher.maybe_write(now, force=force_status)

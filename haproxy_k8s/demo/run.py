@@ -13,104 +13,49 @@ temporary directory is removed.
 
 from __future__ import annotations
 
-import contextlib
-import grp
+import importlib
 import logging
 import os
-import pwd
-import re
 import shlex
 import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
 from ..daemon.logsetup import setup_logging
 from ..daemon.loop import Daemon
 from ..errors import HaproxyK8sError
-from .certs import make_certs
+from .layout import (
+    BALANCER_HOST,
+    CLUSTER,
+    NODES,
+    PORTS_ENV,
+    SAFE_PATH,
+    SPARE,
+    DemoError,
+    DemoPorts,
+    Layout,
+    add_node_dropin,
+    demo_dir,
+    write_config,
+)
 from .standin import MODES, Mode, StandIn
 
 log = logging.getLogger(__name__)
 
-BALANCER_HOST = "127.0.8.1"
-CLUSTER = "cluster-0"
-NODES = (("k8s-master-1", "127.0.8.10"), ("k8s-master-2", "127.0.8.11"),
-         ("k8s-master-3", "127.0.8.12"))
-SPARE = ("k8s-master-4", "127.0.8.13")  # running, but not in the config until the operator adds it
-
-#: Ports as "balancer,stats,metrics[,node]" (node 0: kernel-chosen). For tests, which must
-#: not collide with a demo someone is running on the default ports.
-PORTS_ENV = "HAPROXY_K8S_DEMO_PORTS"
-
 # Where a non-root PATH on Debian does not look, but the haproxy package installs.
 SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
-# The state dir holds unix sockets (108-byte path limit); the schema allows 80 characters.
-MAX_STATE_DIR = 80
-# Paths end up in haproxy.cfg, where the schema only accepts these characters.
-_SAFE_PATH = re.compile(r"[A-Za-z0-9._/@+,=:-]+")
 # How often the node control files are read.
 CONTROL_POLL = 0.25
 # Control file word -> what the stand-in does. "unready" is an apiserver shutting down
 # gracefully: /readyz fails while everything else still answers.
 CONTROL_WORDS = ("serve", "unready", *(m for m in MODES if m != "serve"))
-
-
-class DemoError(Exception):
-    """Something stops the demo from starting; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class DemoPorts:
-    balancer: int = 6443
-    stats: int = 8404
-    metrics: int = 9404
-    node: int = 6443  # every stand-in listens on its own address; 0 = kernel-chosen
-
-    @classmethod
-    def parse(cls, text: str) -> DemoPorts:
-        try:
-            numbers = [int(part) for part in text.split(",")]
-        except ValueError:
-            numbers = []
-        if len(numbers) not in (3, 4) or not all(0 <= n <= 65535 for n in numbers):
-            raise DemoError(f"{PORTS_ENV}={text!r}: expected balancer,stats,metrics[,node] ports")
-        if 0 in numbers[:3]:
-            raise DemoError(f"{PORTS_ENV}={text!r}: only the node port may be 0")
-        return cls(*numbers)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """The demo directory: everything the demo writes is in here."""
-
-    root: Path
-
-    @property
-    def config_dir(self) -> Path:
-        return self.root / "config"
-
-    @property
-    def conf_d(self) -> Path:
-        return self.config_dir / "conf.d"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def cert_dir(self) -> Path:
-        return self.root / "certs"
-
-    @property
-    def control_dir(self) -> Path:
-        return self.root / "nodes"
+# cryptography (for the stand-ins' certificates) is not a dependency of the daemon.
+DEMO_EXTRA_MISSING = "the demo needs the demo extra: pip install 'haproxy-k8s[demo]'"
 
 
 # -- entry point ------------------------------------------------------------------------
@@ -126,10 +71,11 @@ def run_demo(duration: float | None, directory: Path | None,
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        _require_demo_extra()
         ports = ports or _ports_from_env()
         binary = _find_haproxy()
         _check_ports_free(ports)
-        with _demo_dir(directory) as layout:
+        with demo_dir(directory) as layout:
             return _run(layout, ports, binary, duration, keep=directory is not None)
     except DemoError as e:
         print(f"haproxy-k8s demo: {e}", file=sys.stderr)
@@ -149,7 +95,7 @@ def _run(layout: Layout, ports: DemoPorts, binary: str, duration: float | None,
     timer: threading.Timer | None = None
     try:
         configured = standins[:len(NODES)]
-        _write_config(layout, ports, binary, configured)
+        write_config(layout, ports, binary, configured)
         control.start()
         banner = _banner(layout, ports, standins, keep)
         daemon = _DemoDaemon(layout.config_dir, on_started=lambda: print(banner, flush=True))
@@ -175,6 +121,15 @@ def _run(layout: Layout, ports: DemoPorts, binary: str, duration: float | None,
 # -- preparation ------------------------------------------------------------------------
 
 
+def _require_demo_extra() -> None:
+    try:
+        importlib.import_module(".certs", __package__)
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("cryptography"):
+            raise
+        raise DemoError(f"{DEMO_EXTRA_MISSING} ({e})") from e
+
+
 def _ports_from_env() -> DemoPorts:
     text = os.environ.get(PORTS_ENV, "").strip()
     return DemoPorts.parse(text) if text else DemoPorts()
@@ -187,7 +142,7 @@ def _find_haproxy() -> str:
         raise DemoError("the haproxy binary is not installed: "
                         "`sudo apt-get install haproxy` (or run scripts/demo, which does)")
     path = os.path.abspath(found)
-    if not _SAFE_PATH.fullmatch(path):
+    if not SAFE_PATH.fullmatch(path):
         raise DemoError(f"{path}: haproxy's path holds characters haproxy.cfg cannot take")
     return path
 
@@ -217,36 +172,10 @@ def _bind_problem(host: str, port: int) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _demo_dir(directory: Path | None) -> Iterator[Layout]:
-    """The given directory (kept afterwards), else a fresh one under /tmp (removed)."""
-    if directory is not None:
-        root = directory.expanduser().resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        _check_dir(root)
-        yield Layout(root)
-        return
-    # /tmp rather than $TMPDIR: the sockets need a short path.
-    root = Path(tempfile.mkdtemp(prefix="haproxy-k8s-demo-", dir="/tmp"))
-    try:
-        _check_dir(root)
-        yield Layout(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def _check_dir(root: Path) -> None:
-    layout = Layout(root)
-    if not _SAFE_PATH.fullmatch(str(root)):
-        raise DemoError(f"{root}: use a directory path of letters, digits and ._-/ only "
-                        "(it is written into haproxy.cfg)")
-    if len(str(layout.state_dir)) > MAX_STATE_DIR:
-        raise DemoError(f"{root}: too long a path for HAProxy's unix sockets; "
-                        f"use one under {MAX_STATE_DIR - len('/state')} characters")
-
-
 def _start_standins(layout: Layout, ports: DemoPorts) -> list[StandIn]:
     """Start all four stand-ins (certificates valid for their address and the balancer's)."""
+    from .certs import make_certs  # the demo extra: see _require_demo_extra
+
     standins: list[StandIn] = []
     try:
         for name, host in (*NODES, SPARE):
@@ -265,78 +194,7 @@ def _start_standins(layout: Layout, ports: DemoPorts) -> list[StandIn]:
     return standins
 
 
-def _write_config(layout: Layout, ports: DemoPorts, binary: str,
-                  standins: list[StandIn]) -> None:
-    layout.conf_d.mkdir(parents=True, exist_ok=True)
-    layout.state_dir.mkdir(parents=True, exist_ok=True)
-    (layout.config_dir / "haproxy-k8s.toml").write_text(_main_file(layout, ports, binary))
-    lines = [
-        "# The demo's cluster: the origin router's cluster-0, moved to loopback.",
-        f"[clusters.{CLUSTER}]",
-        f'bind = ["{BALANCER_HOST}:{ports.balancer}"]',
-    ]
-    for standin in standins:
-        lines += ["", f"[clusters.{CLUSTER}.nodes.{standin.name}]",
-                  f'address = "{standin.host}"', f"port = {standin.port}"]
-    (layout.conf_d / f"10-{CLUSTER}.toml").write_text("\n".join(lines) + "\n")
-
-
-def _main_file(layout: Layout, ports: DemoPorts, binary: str) -> str:
-    lines = [
-        "# Written by `haproxy-k8s demo`. Every key is explained in docs/configuration.md.",
-        "[haproxy]",
-        f'binary = "{binary}"',
-        f'state_dir = "{layout.state_dir}"',
-        *_identity_lines(),
-        "",
-        "[defaults]",
-        "# GET /readyz over TLS and expect 200, verifying the stand-ins' certificates.",
-        'check = "https"',
-        'check_path = "/readyz"',
-        f'ca_file = "{layout.cert_dir / "ca.crt"}"',
-        "# Quicker than the defaults (2s, fall 3, slowstart 30s, drain_grace 30s), so that",
-        "# what you do shows within seconds.",
-        'check_interval = "1s"',
-        "fall = 2",
-        "rise = 2",
-        'slowstart = "5s"',
-        'drain_grace = "10s"',
-        "",
-        "[stats]",
-        f'bind = "{BALANCER_HOST}:{ports.stats}"',
-        "",
-        "[metrics]",
-        f'bind = "{BALANCER_HOST}:{ports.metrics}"',
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _identity_lines() -> list[str]:
-    """As root HAProxy drops to `haproxy`; where that user does not exist, it stays root.
-
-    Not root: HAProxy cannot switch users, and the renderer leaves the lines out anyway.
-    """
-    if os.geteuid() != 0 or _user_and_group_exist("haproxy"):
-        return []
-    return ['# No "haproxy" user here: HAProxy keeps running as root.', 'user = ""', 'group = ""']
-
-
-def _user_and_group_exist(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-        grp.getgrnam(name)
-    except KeyError:
-        return False
-    return True
-
-
 # -- what to try ------------------------------------------------------------------------
-
-
-def add_node_dropin(host: str, port: int) -> str:
-    """The drop-in that adds the spare stand-in to the cluster (shown in the banner)."""
-    name = SPARE[0]
-    return f'[clusters.{CLUSTER}.nodes.{name}]\naddress = "{host}"\nport = {port}\n'
 
 
 def _cli_command() -> str:

@@ -13,24 +13,28 @@ their sockets down rather than by waiting for timeouts, which keeps `stop()` pro
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import select
 import signal
 import socket
-import ssl
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Literal, Self, cast
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Literal, Self, cast
 
-from .certs import CertBundle, make_certs
+from .serving import (
+    Acceptor,
+    Address,
+    RequestHandler,
+    hold_connection,
+    server_context,
+    shutdown_socket,
+)
+
+if TYPE_CHECKING:  # certs needs cryptography (the demo extra); plain HTTP does not
+    from .certs import CertBundle
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +43,11 @@ MODES: tuple[Mode, ...] = ("serve", "hang", "refuse")
 
 # A client that goes silent mid-request cannot pin a handler thread longer than this.
 IO_TIMEOUT = 5.0
-# How soon a held (hang mode) connection notices that the mode changed.
-HOLD_POLL = 0.05
 # Handlers are woken by shutdown(), so this only bounds a stop() that went wrong.
 JOIN_TIMEOUT = 5.0
 
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
-
-Address = tuple[Any, ...]  # (host, port) or the IPv6 4-tuple
 
 
 class StandIn:
@@ -69,7 +69,7 @@ class StandIn:
         self.port = port
         self.certs = certs
         self.readyz_status = 200  # what GET /readyz answers; tests flip it to fail checks
-        self._tls = _server_context(certs, require_client_cert) if certs else None
+        self._tls = server_context(certs, require_client_cert) if certs else None
         self._mode: Mode = "serve"
         self._control = threading.Lock()  # serialises start / stop / set_mode
         self._lock = threading.Lock()  # guards the counters, _conns and _threads
@@ -79,7 +79,7 @@ class StandIn:
         self._threads: set[threading.Thread] = set()
         self._connections = 0
         self._requests: Counter[str] = Counter()
-        self._acceptor: _Acceptor | None = None
+        self._acceptor: Acceptor | None = None
         self._stopping = threading.Event()
         self._running = False
 
@@ -202,7 +202,7 @@ class StandIn:
             ) from e
         listener.setblocking(False)
         self.port = listener.getsockname()[1]  # the real port when 0 was asked for
-        self._acceptor = _Acceptor(listener, self._on_accept, f"standin-{self.name}-accept")
+        self._acceptor = Acceptor(listener, self._on_accept, f"standin-{self.name}-accept")
 
     def _close_listener(self) -> None:
         if self._acceptor is not None:
@@ -231,7 +231,7 @@ class StandIn:
         """Shut every open connection down, which wakes the thread serving it."""
         with self._lock:
             for conn in self._conns.values():
-                _shutdown(conn)
+                shutdown_socket(conn)
 
     # -- one connection --------------------------------------------------------------------
 
@@ -242,9 +242,9 @@ class StandIn:
             if hang:
                 # A stopped apiserver's kernel still completes the TCP handshake, but nothing
                 # answers, not even the TLS handshake.
-                self._hold(conn)
+                self.hold(conn)
                 return
-            _Handler(self._secure(conn, me), address, self)
+            RequestHandler(self._secure(conn, me), address, self)
         except OSError as e:  # resets, timeouts, TLS failures: the client's problem
             log.debug("stand-in %s: connection from %s ended: %s", self.name, address, e)
         finally:
@@ -265,21 +265,9 @@ class StandIn:
         tls_conn.do_handshake()
         return tls_conn
 
-    def _hold(self, conn: socket.socket) -> None:
-        """Keep `conn` open without answering while in hang mode, discarding its input.
-
-        Returns when the mode changes, on stop, or when the client gives up (EOF), so hung
-        health checks do not pile up threads for the whole time the stand-in hangs.
-        """
-        conn.setblocking(False)
-        while self._mode == "hang" and not self._stopping.is_set():
-            if not _wait_readable(conn, HOLD_POLL):
-                continue
-            try:
-                if not conn.recv(4096):
-                    return
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                continue  # readable, but not a whole TLS record yet
+    def hold(self, conn: socket.socket) -> None:
+        """Keep `conn` open without answering while in hang mode (and not stopping)."""
+        hold_connection(conn, lambda: self._mode == "hang" and not self._stopping.is_set())
 
     def respond(self, path: str) -> tuple[int, str, bytes]:
         """Status, content type and body for a GET of `path`; counts the request."""
@@ -296,116 +284,6 @@ class StandIn:
         if path == "/version":
             return 200, JSON, json.dumps(self.version(), indent=2).encode()
         return 404, TEXT, b"404 page not found\n"
-
-
-class _Acceptor:
-    """A listening socket and the thread accepting on it, opened and closed as one.
-
-    Closing a socket does not wake a thread blocked in accept() on it, so the thread polls
-    the listener together with a wake-up socketpair that close() writes to.
-    """
-
-    def __init__(
-        self,
-        listener: socket.socket,
-        on_accept: Callable[[socket.socket, Address], None],
-        name: str,
-    ) -> None:
-        self._listener = listener
-        self._on_accept = on_accept
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        poller = select.poll()
-        poller.register(self._listener, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
-        wake_fd = self._wake_r.fileno()
-        while True:
-            ready = {fd for fd, _ in poller.poll()}
-            if wake_fd in ready:
-                return
-            try:
-                conn, address = self._listener.accept()
-            except (BlockingIOError, ConnectionAbortedError):
-                continue  # the client gave up between poll() and accept()
-            except OSError as e:  # EMFILE and friends: back off instead of spinning
-                log.warning("accept failed: %s", e)
-                _wait_readable(self._wake_r, 0.1)
-                continue
-            self._on_accept(conn, address)
-
-    def close(self) -> None:
-        self._wake_w.send(b"x")
-        self._thread.join()
-        for sock in (self._listener, self._wake_r, self._wake_w):
-            sock.close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """HTTP/1.1 with keep-alive; answers come from `StandIn.respond`."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "standin-apiserver"
-    sys_version = ""
-
-    def __init__(self, conn: socket.socket, address: Address, standin: StandIn) -> None:
-        # BaseRequestHandler.__init__ wants a socketserver server, which StandIn is not and
-        # which it only stores; these are its three steps.
-        self.standin = standin
-        self.request = conn
-        self.client_address = address
-        self.setup()
-        try:
-            self.handle()
-        finally:
-            self.finish()
-
-    def do_GET(self) -> None:
-        status, content_type, body = self.standin.respond(urlsplit(self.path).path)
-        if self.standin.mode == "hang":
-            # Switched to hang while this keep-alive connection was open: never answer.
-            self.close_connection = True
-            self.standin._hold(self.connection)
-            return
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("stand-in %s: %s " + format, self.standin.name, self.address_string(), *args)
-
-
-def _server_context(certs: CertBundle, require_client_cert: bool) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(certs.cert_file, certs.key_file)
-    context.set_alpn_protocols(["http/1.1"])
-    if require_client_cert:
-        # Like kube-apiserver with --anonymous-auth=false and --client-ca-file.
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cafile=certs.ca_file)
-    return context
-
-
-def _shutdown(conn: socket.socket) -> None:
-    """Wake a thread blocked on `conn` (reads see EOF, writes fail) without closing it.
-
-    socket.socket.shutdown is called directly because SSLSocket.shutdown also drops the TLS
-    object under the feet of the thread still using it.
-    """
-    with contextlib.suppress(OSError):  # not connected any more: nothing to wake
-        socket.socket.shutdown(conn, socket.SHUT_RDWR)
-
-
-def _wait_readable(sock: socket.socket, timeout: float) -> bool:
-    # poll(), not select(): select() fails on descriptors above 1024 under load.
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(timeout * 1000))
 
 
 # -- command line ------------------------------------------------------------------------
@@ -436,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     certs = None
     if args.cert_dir:
+        from .certs import make_certs
+
         certs = make_certs(args.cert_dir, [args.host, "localhost"], args.name)
     stop = threading.Event()
 
