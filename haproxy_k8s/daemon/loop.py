@@ -100,6 +100,8 @@ class Daemon:
         self.lock = StateDirLock(Path(config.haproxy.state_dir))
         self.lock.acquire()
         self.applier = Applier(config, promex=self._detect(config))
+        # Thousands of runtime changes in one apply must not starve the watchdog.
+        self.applier.ops.heartbeat = lambda: self._ping_watchdog(time.monotonic())
         # A transition wakes the main loop, so status.json follows it at once.
         self.health = HealthPoller(self.applier.paths.admin_socket,
                                    on_change=lambda: self.post("health"))
