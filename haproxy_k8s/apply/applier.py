@@ -18,6 +18,7 @@ from ..config.model import Config
 from ..errors import ConfigError, HaproxyK8sError, ProcessError, RuntimeApiError
 from ..fileio import publish, write_atomic
 from ..haproxy import render as render_mod
+from ..haproxy.binds import check_new_binds, running_binds
 from ..haproxy.check import check_config
 from ..haproxy.master import HaproxyMaster
 from ..haproxy.paths import StatePaths
@@ -112,6 +113,8 @@ class Applier:
             self.applied = config
             return ApplyOutcome("noop")
         self._validate_candidate(text)
+        # Before HAProxy tries a new bind: its failure would pause every listener.
+        check_new_binds(config, running_binds(self.paths))
         if not self.master.alive():
             return self._start(config)
         plan = make_plan(self.applied, config)

@@ -48,6 +48,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate the drop-ins and the rendered config; change nothing."""
     from ..apply.applier import ensure_server_state_file, haproxy_env
     from ..config.loader import load_config
+    from ..haproxy.binds import check_offline
     from ..haproxy.check import check_config, haproxy_version
     from ..haproxy.render import render
 
@@ -64,10 +65,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             # The environment the daemon gives HAProxy (the stats password).
             result = check_config(config.haproxy.binary, candidate,
                                   env=haproxy_env(config))
+        # Binds last: a port another process holds fails only when HAProxy runs it.
+        bind_warnings = check_offline(config, Path(config.haproxy.state_dir))
     except HaproxyK8sError as e:
         return _fail(f"{config_dir}: invalid: {e}")
     nodes = sum(len(c.nodes) for c in config.clusters)
-    for warning in result.warnings:
+    for warning in [*result.warnings, *bind_warnings]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{config_dir}: OK ({len(config.clusters)} clusters, {nodes} nodes)")
     return 0

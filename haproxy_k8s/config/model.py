@@ -7,6 +7,7 @@ planner can be tested on values alone. Durations are kept in milliseconds.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
@@ -174,6 +175,10 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
     clusters: tuple[Cluster, ...] = ()  # sorted by name
+    # Which drop-in set each bind key (`clusters.NAME.bind`, `stats.bind`), for
+    # errors found after the schema (a port another process holds). Not part
+    # of the desired state: moving a bind to another file changes nothing.
+    bind_files: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def cluster(self, name: str) -> Cluster | None:
         return next((c for c in self.clusters if c.name == name), None)

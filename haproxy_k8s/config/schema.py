@@ -453,7 +453,13 @@ def build_config(raw: Mapping[str, Any], provenance: Provenance) -> Config:
         clusters=_clusters(root.table("clusters"), defaults),
     )
     _check_bind_conflicts(config, provenance)
-    return config
+    return dataclasses.replace(config, bind_files=_bind_files(config, provenance))
+
+
+def _bind_files(config: Config, prov: Provenance) -> dict[str, str]:
+    paths = [("stats", "bind"), *(("clusters", c.name, "bind") for c in config.clusters)]
+    return {dotted_key(path): file for path in paths
+            if (file := prov.get(path)) is not None}
 
 
 def _haproxy(section: _Section) -> HaproxySettings:
