@@ -110,6 +110,7 @@ class Daemon:
         self._next_supervise = 0.0
         self._status_written_at = 0.0
         self._status_error: str | None = None
+        self._watcher: DirWatcher | None = None
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -236,7 +237,7 @@ class Daemon:
             signal.signal(sig, self._on_signal)
         # Watch before the first apply: an edit made while HAProxy starts
         # must not be missed (it only queues a second, possibly no-op, apply).
-        watcher = self._watch()
+        watcher = self._watcher = self._watch()
         try:
             self.start()
         except BaseException:
@@ -328,6 +329,8 @@ class Daemon:
             self._backoff = 1.0
         if master.alive():
             self.applier.ops.tick()
+        if self._watcher is not None:
+            self._watcher.verify()  # a replaced config dir is watched again
         if force_status or now >= self._status_written_at + STATUS_REFRESH:
             self.write_status()
         self._ping_watchdog(now)
