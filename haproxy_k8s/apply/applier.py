@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..haproxy.check import check_config
 from ..haproxy.master import HaproxyMaster
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import filter_servers_state
+from ..haproxy.secrets import AuthFile, render_auth
 from ..haproxy.sockets import AdminSocket
 from . import operator as opstate
 from .membership import RuntimeOps
@@ -45,24 +45,6 @@ class ApplyOutcome:
         return self.error is None
 
 
-def haproxy_env(config: Config) -> dict[str, str]:
-    """HAProxy's environment: ours, plus the stats password read from its file."""
-    env = dict(os.environ)
-    pw_file = config.stats.password_file
-    if pw_file:
-        try:
-            password = Path(pw_file).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"cannot read the password file: {e.strerror}",
-                              file=pw_file, key="stats.password_file") from e
-        if not password:
-            # HAProxy would take an empty password as "no password needed".
-            raise ConfigError("the password file is empty", file=pw_file,
-                              key="stats.password_file")
-        env[render_mod.STATS_PASSWORD_ENV] = password
-    return env
-
-
 def ensure_server_state_file(paths: StatePaths) -> None:
     """Give HAProxy a state file to read even before the first reload dumps one.
 
@@ -80,7 +62,9 @@ class Applier:
         self.binary = config.haproxy.binary
         self.promex = promex
         self.applied: Config | None = None  # the desired state HAProxy runs now
-        self.master = HaproxyMaster(self.binary, self.paths, haproxy_env(config))
+        self.attempted: Config | None = None  # the last one loaded, applied or not
+        self.auth = AuthFile(self.paths)
+        self.master = HaproxyMaster(self.binary, self.paths)
         self.admin = AdminSocket(self.paths.admin_socket)
         self.ops = RuntimeOps(self.admin)
 
@@ -107,25 +91,29 @@ class Applier:
 
     # -- pipeline ----------------------------------------------------------
     def _apply(self, config: Config) -> ApplyOutcome:
+        self.attempted = config
         self._check_fixed_settings(config)
         text = render_mod.render(config, self.paths, promex=self.promex)
-        if self.master.alive() and self._published_text() == text:
+        # Reads stats.password_file every time: a bad one is refused, a new one reloads.
+        auth = render_auth(config)
+        auth_changed = self.auth.differs(auth)
+        if self.master.alive() and not auth_changed and self._published_text() == text:
             self.applied = config
             return ApplyOutcome("noop")
-        self._validate_candidate(text)
+        self._validate_candidate(text, auth)
         # Before HAProxy tries a new bind: its failure would pause every listener.
         check_new_binds(config, running_binds(self.paths))
         if not self.master.alive():
             return self._start(config)
         plan = make_plan(self.applied, config)
-        if plan.kind == RUNTIME:
+        if plan.kind == RUNTIME and not auth_changed:
             try:
                 return self._apply_runtime(config, plan.changes)
             except RuntimeApiError as e:
                 log.warning("runtime change failed, reloading instead: %s", e)
                 plan = dataclasses.replace(plan, reason=f"runtime change failed: {e}")
         outcome = self._reload(config)
-        outcome.reload_reason = plan.reason
+        outcome.reload_reason = plan.reason or ("stats password changed" if auth_changed else "")
         return outcome
 
     def _apply_runtime(self, config: Config, changes: tuple[NodeChange, ...]) -> ApplyOutcome:
@@ -138,8 +126,8 @@ class Applier:
         problems = self.ops.mismatches(config)
         if problems:
             raise RuntimeApiError("state read back differs: " + "; ".join(problems))
-        publish(self.paths.candidate, self.paths.config)
-        write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
+        self._publish()
+        self._keep_good()
         self.applied = config
         return ApplyOutcome("runtime", runtime_changes=len(changes))
 
@@ -159,27 +147,36 @@ class Applier:
         except OSError:
             return None
 
-    def _validate_candidate(self, text: str) -> None:
+    def _validate_candidate(self, text: str, auth: str) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
         ensure_server_state_file(self.paths)
         write_atomic(self.paths.candidate, text, mode=0o640)
+        self.auth.write_candidate(auth)
         try:
-            check_config(self.binary, self.paths.candidate, env=self.master.env)
+            check_config(self.binary, self.paths.candidate, also=[self.auth.candidate])
         except HaproxyK8sError:
             self.paths.candidate.unlink(missing_ok=True)
             raise
 
-    def _start(self, config: Config) -> ApplyOutcome:
+    def _publish(self) -> None:
         publish(self.paths.candidate, self.paths.config)
-        self.master.start()
+        self.auth.publish()
+
+    def _keep_good(self) -> None:
         write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
+        self.auth.keep_good()
+
+    def _start(self, config: Config) -> ApplyOutcome:
+        self._publish()
+        self.master.start()
+        self._keep_good()
         self.applied = config
         self.reapply_admin_states()
         return ApplyOutcome("start")
 
     def _reload(self, config: Config) -> ApplyOutcome:
         self._save_server_state(config)
-        publish(self.paths.candidate, self.paths.config)
+        self._publish()
         try:
             result = self.master.reload()
         except HaproxyK8sError:
@@ -189,7 +186,7 @@ class Applier:
             raise
         self.ops.forget_pending()
         if result.ok:
-            write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
+            self._keep_good()
             self.applied = config
             self.reapply_admin_states()
             return ApplyOutcome("reload")
@@ -207,6 +204,7 @@ class Applier:
 
     def _restore_last_good(self) -> None:
         write_atomic(self.paths.config, self.paths.last_good.read_bytes(), mode=0o640)
+        self.auth.restore_good()
 
     def reapply_admin_states(self) -> None:
         """Put operator drain/maint back on servers (after a start, restart or reload)."""

@@ -46,11 +46,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the drop-ins and the rendered config; change nothing."""
-    from ..apply.applier import ensure_server_state_file, haproxy_env
+    from ..apply.applier import ensure_server_state_file
     from ..config.loader import load_config
     from ..haproxy.binds import check_offline
     from ..haproxy.check import check_config, haproxy_version
     from ..haproxy.render import render
+    from ..haproxy.secrets import auth_candidate_for_check
 
     config_dir = _config_dir(args)
     try:
@@ -62,11 +63,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             ensure_server_state_file(paths)
             candidate = paths.candidate
             candidate.write_text(render(config, paths, promex=promex))
-            # The environment the daemon gives HAProxy (the stats password).
-            result = check_config(config.haproxy.binary, candidate,
-                                  env=haproxy_env(config))
+            # The second file the master reads: the stats userlist (reads password_file).
+            auth = auth_candidate_for_check(config, Path(tmp))
+            result = check_config(config.haproxy.binary, candidate, also=[auth])
         # Binds last: a port another process holds fails only when HAProxy runs it.
-        bind_warnings = check_offline(config, Path(config.haproxy.state_dir))
+        bind_warnings = ([] if args.no_bind_check
+                         else check_offline(config, Path(config.haproxy.state_dir)))
     except HaproxyK8sError as e:
         return _fail(f"{config_dir}: invalid: {e}")
     nodes = sum(len(c.nodes) for c in config.clusters)
@@ -185,8 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
-    sub.add_parser("check", parents=[common], help="validate the config; change nothing"
-                   ).set_defaults(func=cmd_check)
+    check = sub.add_parser("check", parents=[common],
+                           help="validate the config; change nothing")
+    check.add_argument("--no-bind-check", action="store_true",
+                       help="do not try the binds (checking a config for another host)")
+    check.set_defaults(func=cmd_check)
     sub.add_parser("render", parents=[common], help="print the rendered haproxy.cfg"
                    ).set_defaults(func=cmd_render)
     status = sub.add_parser("status", parents=[common], help="backend health")

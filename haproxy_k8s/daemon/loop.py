@@ -24,6 +24,7 @@ from ..config.model import Config, HaproxySettings, WatchSettings
 from ..errors import ConfigError, HaproxyK8sError, ValidationError
 from ..fileio import write_atomic
 from ..haproxy.check import haproxy_version
+from ..sources.secretfiles import SecretFiles, secret_files
 from ..sources.watcher import DirWatcher
 from .health import HealthPoller, poll_interval
 from .metrics import MetricsExporter, snapshot_of
@@ -111,6 +112,7 @@ class Daemon:
         self._status_written_at = 0.0
         self._status_error: str | None = None
         self._watcher: DirWatcher | None = None
+        self._secret_files = SecretFiles()
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -133,7 +135,11 @@ class Daemon:
             self.state.generation = 1
         if error is not None:
             self._serve_last_good(error, adopted is not None)
-        self.apply("start")
+        outcome = self.apply("start")
+        if not self.applier.master.alive() and isinstance(outcome.error, ConfigError):
+            # Not only broken drop-ins: an unreadable password file, a taken port.
+            self._serve_last_good(outcome.error, adopted is not None)
+            self._after_apply()
         if not self.applier.master.alive():
             raise HaproxyK8sError(self._error_text() or "HAProxy could not be started")
 
@@ -181,13 +187,17 @@ class Daemon:
         outcome = self.applier.apply()
         self._record(outcome, reason)
         self._refresh_config_settings()
+        self._after_apply()
+        return outcome
+
+    def _after_apply(self) -> None:
+        assert self.applier is not None
         self.write_status()
         if self.applier.master.alive():
             # READY=1 after the first apply that left HAProxy serving, and
             # again after every apply (systemd expects it after RELOADING=1).
             self._ready = True
             self.notifier.ready(self.summary())
-        return outcome
 
     def summary(self) -> str:
         """One line for systemd's STATUS=: "cluster-0: 3/3 up, generation 7"."""
@@ -331,6 +341,9 @@ class Daemon:
             self.applier.ops.tick()
         if self._watcher is not None:
             self._watcher.verify()  # a replaced config dir is watched again
+        if self._secret_files.changed(secret_files(self.applier.applied,
+                                                   self.applier.attempted)):
+            self.post("apply", "password file changed")
         if force_status or now >= self._status_written_at + STATUS_REFRESH:
             self.write_status()
         self._ping_watchdog(now)
