@@ -20,9 +20,9 @@ from ..haproxy import render as render_mod
 from ..haproxy.binds import check_new_binds, running_binds
 from ..haproxy.check import check_config
 from ..haproxy.master import HaproxyMaster
-from ..haproxy.paths import StatePaths
+from ..haproxy.paths import StatePaths, make_state_dir
 from ..haproxy.replies import filter_servers_state
-from ..haproxy.secrets import AuthFile, render_auth
+from ..haproxy.secrets import AuthFile, metrics_password, render_auth
 from ..haproxy.sockets import AdminSocket
 from . import operator as opstate
 from .membership import RuntimeOps
@@ -63,6 +63,7 @@ class Applier:
         self.promex = promex
         self.applied: Config | None = None  # the desired state HAProxy runs now
         self.attempted: Config | None = None  # the last one loaded, applied or not
+        self.metrics_password: str | None = None  # for the daemon's metrics endpoint
         self.auth = AuthFile(self.paths)
         self.master = HaproxyMaster(self.binary, self.paths)
         self.admin = AdminSocket(self.paths.admin_socket)
@@ -96,6 +97,7 @@ class Applier:
         text = render_mod.render(config, self.paths, promex=self.promex)
         # Reads stats.password_file every time: a bad one is refused, a new one reloads.
         auth = render_auth(config)
+        self.metrics_password = metrics_password(config)
         auth_changed = self.auth.differs(auth)
         if self.master.alive() and not auth_changed and self._published_text() == text:
             self.applied = config
@@ -148,7 +150,7 @@ class Applier:
             return None
 
     def _validate_candidate(self, text: str, auth: str) -> None:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
+        make_state_dir(self.paths.root)
         ensure_server_state_file(self.paths)
         write_atomic(self.paths.candidate, text, mode=0o640)
         self.auth.write_candidate(auth)

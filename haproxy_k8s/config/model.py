@@ -154,7 +154,12 @@ class StatsSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
+    """The daemon's own metrics endpoint: the same allowlist/auth model as stats."""
+
     bind: Bind | None = Bind("127.0.0.1", 9404)
+    allow: tuple[str, ...] = ("127.0.0.0/8",)  # CIDRs, normalised
+    user: str | None = None  # basic auth, with the password from `password_file`
+    password_file: str | None = None
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,10 @@ from ..config.model import Config, HaproxySettings, WatchSettings
 from ..errors import ConfigError, HaproxyK8sError, ValidationError
 from ..fileio import write_atomic
 from ..haproxy.check import haproxy_version
+from ..haproxy.paths import make_state_dir
 from ..sources.secretfiles import SecretFiles, secret_files
 from ..sources.watcher import DirWatcher
+from .access import access_for
 from .health import HealthPoller, poll_interval
 from .metrics import MetricsExporter, snapshot_of
 from .status import DaemonState, cluster_view, dumps, utc_now
@@ -174,7 +176,7 @@ class Daemon:
 
     def _write_pid(self) -> None:
         assert self.applier is not None
-        self.applier.paths.root.mkdir(parents=True, exist_ok=True)
+        make_state_dir(self.applier.paths.root)
         write_atomic(self.applier.paths.daemon_pid, f"{os.getpid()}\n")
 
     # -- apply ----------------------------------------------------------------
@@ -283,8 +285,9 @@ class Daemon:
         applied = self.applier.applied if self.applier is not None else None
         if self.health is not None:
             self.health.interval = poll_interval(applied)
-        if self._observing and applied is not None:
-            self.metrics.serve(applied.metrics.bind)
+        if self._observing and self.applier is not None and applied is not None:
+            self.metrics.serve(applied.metrics.bind,
+                               access_for(applied.metrics, self.applier.metrics_password))
 
     def _stop_observers(self) -> None:
         self._observing = False
@@ -411,7 +414,7 @@ class Daemon:
         if text == self._last_status:
             return
         try:
-            write_atomic(self.applier.paths.status, text, durable=False)
+            write_atomic(self.applier.paths.status, text, mode=0o640, durable=False)
         except OSError as e:
             # Keep balancing; say it once per different failure, not every tick.
             if self._status_error != str(e):
@@ -427,6 +430,6 @@ class Daemon:
         self.applier.master.stop()
         doc = self.status_doc()
         doc["daemon"]["running"] = False
-        write_atomic(self.applier.paths.status, dumps(doc))
+        write_atomic(self.applier.paths.status, dumps(doc), mode=0o640)
         self.applier.paths.daemon_pid.unlink(missing_ok=True)
         log.info("stopped")

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+STATE_DIR_MODE = 0o750  # as the unit's RuntimeDirectoryMode
+
+
+def make_state_dir(root: Path) -> None:
+    """Create the state dir (0750, like the unit's) unless it exists; leave an existing one be."""
+    if root.is_dir():
+        return
+    root.mkdir(parents=True, mode=STATE_DIR_MODE, exist_ok=True)
+    os.chmod(root, STATE_DIR_MODE)  # mkdir's mode passes through the umask
 
 
 @dataclass(frozen=True)

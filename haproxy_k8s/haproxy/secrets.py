@@ -65,6 +65,14 @@ def render_auth(config: Config) -> str:
             f"    user {stats.user} insecure-password {_quote(password)}\n")
 
 
+def metrics_password(config: Config) -> str | None:
+    """The daemon's own metrics password (read on every apply, like the stats one)."""
+    m = config.metrics
+    if not m.user or not m.password_file or m.bind is None:
+        return None
+    return read_password(m.password_file, "metrics.password_file")
+
+
 class AuthFile:
     """stats-auth.cfg beside haproxy.cfg, with its own candidate and last-good copies,
     published, kept and restored together with haproxy.cfg."""

@@ -23,7 +23,7 @@ def secret_files(*configs: Config | None) -> list[str]:
     refused apply, fixing the file the refused one named must apply it.
     """
     paths = {path for config in configs if config is not None
-             for path in (config.stats.password_file,) if path}
+             for path in (config.stats.password_file, config.metrics.password_file) if path}
     return sorted(paths)
 
 
