@@ -25,6 +25,7 @@ from ..errors import ConfigError, HaproxyK8sError, ValidationError
 from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.files import FileSource
+from ..sources.secretfiles import SecretFiles, secret_files
 from .backoff import Backoff
 from .control import ControlServer, Request
 from .debounce import Debouncer
@@ -72,6 +73,7 @@ class Daemon:
         self._ready = False
         self._next_supervise = 0.0
         self.on_ready: Callable[[], None] | None = None  # called once, at READY
+        self._secret_files = SecretFiles()
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -111,7 +113,10 @@ class Daemon:
             self.state.generation = 1
         if error is not None:
             self._serve_last_good(error, adopted is not None)
-        self.apply("start")
+        outcome = self.apply("start")
+        if not self.applier.master.alive() and isinstance(outcome.error, ConfigError):
+            # Not only broken drop-ins: an unreadable password file, a taken port.
+            self._serve_last_good(outcome.error, adopted is not None)
         if not self.applier.master.alive():
             raise HaproxyK8sError(self._error_text() or "HAProxy could not be started")
 
@@ -343,6 +348,10 @@ class Daemon:
             self._restarts.reset_if_stable(now)
         if master.alive():
             self.applier.ops.tick()
+        self.files.verify()  # a replaced config dir is watched again
+        if self._secret_files.changed(secret_files(self.applier.applied,
+                                                   self.applier.attempted)):
+            self.post("apply", "password file changed")
         self.publisher.maybe_write(now, force=force_status)
         self._ping_watchdog(now)
 
