@@ -33,6 +33,7 @@ from ..haproxy.master import read_pid
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import parse_show_proc
 from ..haproxy.sockets import MasterSocket
+from ..vip.view import vip_lines
 
 SOCKET_TIMEOUT = 2.0
 
@@ -48,6 +49,9 @@ def collect(paths: StatePaths, config_dir: Path) -> tuple[dict[str, Any], int]:
     doc = {"daemon": daemon, "haproxy": haproxy,
            "clusters": overlay(_structure(saved, config_dir, rows), rows),
            "unreachable": unreachable}
+    # [vip] role and config hashes: as the daemon last wrote them (it rewrites
+    # status.json on every VRRP transition).
+    doc.update({key: saved[key] for key in ("vip", "config") if key in saved})
     return doc, exit_code(doc)
 
 
@@ -173,6 +177,7 @@ def _header_lines(doc: dict[str, Any]) -> list[str]:
     if error:
         where = f"{error.get('file')}: " if error.get("file") else ""
         lines.append(f"error:    {where}{error.get('message')} (at {error.get('at')})")
+    lines += vip_lines(doc)
     lines += [f"unreachable: {problem}" for problem in doc.get("unreachable", [])]
     return lines
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from ..vip.model import VipSettings
+
 DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
 DEFAULT_STATE_DIR = "/run/haproxy-k8s"
 
@@ -174,6 +176,7 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
     clusters: tuple[Cluster, ...] = ()  # sorted by name
+    vip: VipSettings | None = None  # keepalived-driven virtual IP (vip/)
 
     def cluster(self, name: str) -> Cluster | None:
         return next((c for c in self.clusters if c.name == name), None)

@@ -25,6 +25,8 @@ from ..errors import ConfigError, HaproxyK8sError, ValidationError
 from ..fileio import write_atomic
 from ..haproxy.check import haproxy_version
 from ..sources.watcher import DirWatcher
+from ..vip.manager import VipManager
+from ..vip.metrics import VipCollector
 from .health import HealthPoller, poll_interval
 from .metrics import MetricsExporter, snapshot_of
 from .status import DaemonState, cluster_view, dumps, utc_now
@@ -110,6 +112,7 @@ class Daemon:
         self._next_supervise = 0.0
         self._status_written_at = 0.0
         self._status_error: str | None = None
+        self.vip: VipManager | None = None  # [vip]: keepalived, set up by start()
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -127,6 +130,8 @@ class Daemon:
         self.health = HealthPoller(self.applier.paths.admin_socket,
                                    on_change=lambda: self.post("health"))
         self._write_pid()
+        self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
+        self.metrics.registry.register(VipCollector(self.vip))
         adopted = self.applier.master.adopt()
         if adopted is not None:
             self.state.generation = 1
@@ -180,6 +185,8 @@ class Daemon:
         outcome = self.applier.apply()
         self._record(outcome, reason)
         self._refresh_config_settings()
+        if self.vip is not None:
+            self.vip.configure(self.applier.applied)
         self.write_status()
         if self.applier.master.alive():
             # READY=1 after the first apply that left HAProxy serving, and
@@ -315,6 +322,8 @@ class Daemon:
     def _supervise(self, force_status: bool = False) -> None:
         assert self.applier is not None
         master = self.applier.master
+        if self.vip is not None:  # before any restart: a dead HAProxy releases the VIP
+            self.vip.tick(master.alive(), self._clusters)
         now = time.monotonic()
         if master.pid is not None and not master.alive() and now >= self._next_restart:
             self.state.haproxy_restarts += 1
@@ -375,6 +384,7 @@ class Daemon:
                         "reachable": table is not None and rows is not None,
                         "prometheus_exporter": self.promex},
             "clusters": cluster_view(config, rows) if config else [],
+            **(self.vip.status_fields(self.applier.paths.config) if self.vip else {}),
         }
 
     def write_status(self) -> None:
@@ -408,6 +418,8 @@ class Daemon:
         """SIGTERM/SIGINT: stop HAProxy gracefully (this is what `systemctl stop` means)."""
         assert self.applier is not None
         self.notifier.stopping()
+        if self.vip is not None:
+            self.vip.stop()  # hand the VIP over before HAProxy stops serving
         self.applier.master.stop()
         doc = self.status_doc()
         doc["daemon"]["running"] = False
