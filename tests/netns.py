@@ -103,7 +103,7 @@ class Lab:
                 message=f"stand-in on {address}")
 
     def balancer(self, role: str, priority: int, *, preempt: bool = False,
-                 advert: str = "500ms") -> Balancer:
+                 advert: str = "300ms") -> Balancer:
         peer = next(a for r, a in BALANCERS.items() if r != role)
         balancer = Balancer(self, role, priority, peer, preempt, advert)
         first = next(iter(self.daemons.values()), None)

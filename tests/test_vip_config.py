@@ -43,9 +43,9 @@ def test_vip_parses_with_defaults(tmp_path: Path) -> None:
     vip = load_config(config_dir(tmp_path, VIP)).vip
     assert vip == VipSettings(addresses=("192.168.8.1/24",), interface="eth1", router_id=51,
                               priority=150, peers=("192.168.8.3",))
-    assert vip.version == 3 and vip.advert_interval_ms == 500 and not vip.preempt
+    assert vip.version == 3 and vip.advert_interval_ms == 300 and not vip.preempt
     # A holder that vanishes is replaced within 3 s, with margin for ARP and clients.
-    assert vip.takeover_ms(100) < 2000
+    assert vip.takeover_ms(100) < 1200
 
 
 @pytest.mark.parametrize(("extra", "key", "words"), [

@@ -61,7 +61,7 @@ def test_exactly_one_balancer_holds_the_vip(lab: Lab) -> None:
     start_pair(lab)
     client = lab.client(duration=20)
     wait_until(lambda: any(ok for _, ok in client.samples()), timeout=5)
-    # Longer than the takeover time (3 x 0.5 s + skew): a split brain would show.
+    # Longer than the takeover time (3 x 0.3 s + skew): a split brain would show.
     hold_steady(lab, ["b1"], 2.5)
     assert lab.daemons["b1"].role_now() == "MASTER"
     assert all(ok for _, ok in client.samples())

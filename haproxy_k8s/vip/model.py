@@ -8,9 +8,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-# VRRPv3 counts the advert interval in centiseconds: 500 ms means a holder
-# that vanishes (crash, link down) is replaced after 3 x 0.5 s + skew < 2 s.
-DEFAULT_ADVERT_MS = 500
+# VRRPv3 counts the advert interval in centiseconds: 300 ms means a holder
+# that vanishes (crash, link down) is replaced after 3 x 0.3 s + skew < 1.2 s;
+# 500 ms measured p50 2.0 s but max 3.1 s end to end (docs/benchmarks.md).
+DEFAULT_ADVERT_MS = 300
 # VRRPv2 (the only version with a password) counts whole seconds.
 DEFAULT_ADVERT_V2_MS = 1000
 # The link whose carrier says "this balancer may hold the VIP" (see heartbeat.py).
