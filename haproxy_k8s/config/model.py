@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ..vip.model import VipSettings
+
 DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
 DEFAULT_STATE_DIR = "/run/haproxy-k8s"
 # HAProxy backends are named after their cluster: the one place this is spelled.
@@ -236,6 +238,7 @@ class Config:
     # errors found after the schema (a port another process holds). Not part
     # of the desired state: moving a bind to another file changes nothing.
     bind_files: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    vip: VipSettings | None = None  # keepalived-driven virtual IP (vip/)
 
     def cluster(self, name: str) -> Cluster | None:
         return next((c for c in self.clusters if c.name == name), None)

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from ..vip.model import VipSettings
 from .model import (
     Balance,
     Bind,
@@ -139,7 +140,7 @@ _NODE_KEYS = frozenset({"address", "port", "weight", "backup", "enabled"})
 #: Every key the schema knows, by table ("" is the top level, "cluster" a
 #: `[clusters.NAME]` table, "node" a `[clusters.NAME.nodes.NODE]` table).
 SECTION_KEYS: Mapping[str, frozenset[str]] = {
-    "": frozenset({"haproxy", "defaults", "stats", "metrics", "watch", "clusters"}),
+    "": frozenset({"haproxy", "defaults", "stats", "metrics", "watch", "clusters", "vip"}),
     "haproxy": frozenset(_HAPROXY),
     "defaults": frozenset(_CLUSTER_SETTINGS),
     "stats": _STATS_KEYS,
@@ -234,6 +235,7 @@ def build_config(raw: Mapping[str, Any], provenance: Provenance) -> Config:
         metrics=_metrics(root.table("metrics")),
         watch=_watch(root.table("watch")),
         clusters=_clusters(root.table("clusters"), defaults),
+        vip=_vip(root.table("vip")),
     )
     _check_bind_conflicts(config, provenance)
     return dataclasses.replace(config, bind_files=_bind_files(config, provenance))
@@ -243,6 +245,13 @@ def _bind_files(config: Config, prov: Provenance) -> dict[str, str]:
     paths = [("stats", "bind"), *(("clusters", c.name, "bind") for c in config.clusters)]
     return {dotted_key(path): file for path in paths
             if (file := prov.get(path)) is not None}
+
+
+def _vip(section: _Section) -> VipSettings | None:
+    # Imported here: vip.schema builds on this module's parsers.
+    from ..vip.schema import build_vip
+
+    return build_vip(section)
 
 
 def _haproxy(section: _Section) -> HaproxySettings:

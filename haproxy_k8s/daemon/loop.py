@@ -26,6 +26,8 @@ from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.files import FileSource
 from ..sources.secretfiles import SecretFiles, secret_files
+from ..vip.manager import VipManager
+from ..vip.metrics import VipCollector
 from .backoff import Backoff
 from .control import ControlServer, Request
 from .debounce import Debouncer
@@ -74,6 +76,7 @@ class Daemon:
         self._next_supervise = 0.0
         self.on_ready: Callable[[], None] | None = None  # called once, at READY
         self._secret_files = SecretFiles()
+        self.vip: VipManager | None = None  # [vip]: keepalived, set up by start()
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -108,6 +111,8 @@ class Daemon:
         self.health = HealthPoller(self.applier.paths.admin_socket,
                                    on_change=lambda: self.post("health"))
         self.publisher = StatusPublisher(self)
+        self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
+        self.publisher.metrics.registry.register(VipCollector(self.vip))
         adopted = self.applier.master.adopt()
         if adopted is not None:
             self.state.generation = 1
@@ -187,6 +192,8 @@ class Daemon:
             outcome = ApplyOutcome(ApplyAction.ERROR, e, reason="the config is invalid")
         self._record(outcome, reason)
         self._refresh_config_settings()
+        if self.vip is not None:
+            self.vip.configure(self.applier.applied)
         if self._ready:
             self.publisher.write()
             if self.applier.master.alive():
@@ -336,6 +343,8 @@ class Daemon:
     def _supervise(self, force_status: bool = False) -> None:
         assert self.applier is not None and self.publisher is not None
         master = self.applier.master
+        if self.vip is not None:  # before any restart: a dead HAProxy releases the VIP
+            self.vip.tick(master.alive(), self.publisher.cluster_counts())
         now = time.monotonic()
         if master.pid is not None and not master.alive() and self._restarts.due(now):
             self.state.haproxy_restarts += 1
@@ -375,6 +384,8 @@ class Daemon:
         """SIGTERM/SIGINT: stop HAProxy gracefully (this is what `systemctl stop` means)."""
         assert self.applier is not None
         self.notifier.stopping()
+        if self.vip is not None:
+            self.vip.stop()  # hand the VIP over before HAProxy stops serving
         self.applier.master.stop()
         if self.publisher is not None:
             self.publisher.write_final()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config.model import Config
 from ..fileio import write_atomic
@@ -53,7 +53,16 @@ class StatusPublisher:
         config = d.applier.applied
         shape = shape_of_config(config) if config is not None else []
         rows = health.rows if health is not None and table is not None else None
-        return build(d.state.status(str(d.config_dir), running), haproxy, shape, rows)
+        doc = build(d.state.status(str(d.config_dir), running), haproxy, shape, rows)
+        if d.vip is not None:
+            fields = d.vip.status_fields(self.paths.config)
+            doc.vip, doc.config = fields.get("vip"), fields.get("config")
+        return doc
+
+    def cluster_counts(self) -> list[dict[str, Any]]:
+        """Each cluster's name and UP count in the last document (for the VIP's fitness)."""
+        doc = self._doc
+        return [{"name": c.name, "up": c.up} for c in doc.clusters] if doc is not None else []
 
     def summary(self) -> str:
         """systemd's STATUS= line, from the document just written."""
