@@ -139,6 +139,12 @@ def _report_apply(daemon: dict[str, Any]) -> int:
     return _fail(f"apply failed: {where}{error.get('message')}")
 
 
+def cmd_restart_daemon(args: argparse.Namespace) -> int:
+    from .restart import restart_daemon
+
+    return restart_daemon(_state_paths(args), args.timeout)
+
+
 def cmd_admin_state(args: argparse.Namespace) -> int:
     """drain / ready / maint: set a node's admin state and remember it."""
     from ..config.schema import parse_duration
@@ -194,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--state-dir", help="override haproxy.state_dir")
     reload.add_argument("--timeout", type=float, default=60.0)
     reload.set_defaults(func=cmd_reload)
+    restart = sub.add_parser("restart-daemon", parents=[common],
+                             help="re-execute the daemon (after an upgrade); HAProxy keeps serving")
+    restart.add_argument("--state-dir", help="override haproxy.state_dir")
+    restart.add_argument("--timeout", type=float, default=60.0)
+    restart.set_defaults(func=cmd_restart_daemon)
     for state, text in (("drain", "stop new connections to a node; existing ones finish"),
                         ("ready", "put a node back into service"),
                         ("maint", "take a node out of service at once")):

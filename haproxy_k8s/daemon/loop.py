@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .. import __version__
 from ..apply.applier import Applier, ApplyOutcome
 from ..config.loader import load_config, state_dir_hint
 from ..config.model import Config, HaproxySettings, WatchSettings
@@ -25,6 +26,7 @@ from ..errors import ConfigError, HaproxyK8sError, ValidationError
 from ..fileio import write_atomic
 from ..haproxy.check import haproxy_version
 from ..sources.watcher import DirWatcher
+from . import reexec
 from .health import HealthPoller, poll_interval
 from .metrics import MetricsExporter, snapshot_of
 from .status import DaemonState, cluster_view, dumps, utc_now
@@ -40,7 +42,7 @@ STATUS_REFRESH = 5.0  # seconds between status.json rewrites when nothing happen
 @dataclass(frozen=True)
 class Event:
     # changed (a write may be in progress) | written (a file is whole again) |
-    # apply | stop | health (a node changed state)
+    # apply | stop | health (a node changed state) | reexec (replace our code, keep HAProxy)
     kind: str
     detail: str = ""
 
@@ -110,6 +112,8 @@ class Daemon:
         self._next_supervise = 0.0
         self._status_written_at = 0.0
         self._status_error: str | None = None
+        self._started_at = utc_now()
+        self._reexec = False  # the loop ended on SIGUSR2: exec the new code, keep HAProxy
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -234,6 +238,7 @@ class Daemon:
     def run(self) -> None:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        reexec.install(self.post)
         # Watch before the first apply: an edit made while HAProxy starts
         # must not be missed (it only queues a second, possibly no-op, apply).
         watcher = self._watch()
@@ -250,6 +255,9 @@ class Daemon:
             if watcher is not None:
                 watcher.stop()
             self._stop_observers()
+            if self._reexec:
+                self.notifier.reloading()
+                reexec.execute()
             self.shutdown()
 
     def _watch(self) -> DirWatcher | None:
@@ -288,8 +296,9 @@ class Daemon:
                 event = self.events.get(timeout=TICK if due is None else max(0.0, min(due, TICK)))
             except queue.Empty:
                 event = None
-            if event is not None and event.kind == "stop":
+            if event is not None and event.kind in ("stop", reexec.EVENT):
                 log.info("stopping on %s", event.detail)
+                self._reexec = event.kind == reexec.EVENT
                 return
             self._handle(event)
             # A burst of file events must not turn into a burst of socket
@@ -358,6 +367,7 @@ class Daemon:
         rows = health.rows if health is not None else None
         return {
             "daemon": {"pid": self.state.pid, "running": True,
+                       "version": __version__, "started_at": self._started_at,
                        "generation": self.state.generation,
                        "applied_at": self.state.applied_at,
                        "last_error": self.state.last_error,
