@@ -97,6 +97,8 @@ def test_verify_check_catches_a_bad_directive(systemd_analyze: str, tmp_path: Pa
         # HAProxy must survive a crash or restart of the daemon, which then adopts it.
         ("KillMode", "process"),
         ("Restart", "on-failure"),
+        # A config error at start (EX_CONFIG) stops the unit instead of a restart loop.
+        ("RestartPreventExitStatus", "78"),
         ("WatchdogSec", "30s"),
         ("RuntimeDirectory", "haproxy-k8s"),
         ("RuntimeDirectoryPreserve", "yes"),

@@ -18,6 +18,8 @@ from ..config.model import DEFAULT_CONFIG_DIR
 from ..errors import HaproxyK8sError
 from ..haproxy.paths import StatePaths
 
+EX_CONFIG = 78  # sysexits.h: a configuration error; the unit does not restart on it
+
 # Each command imports what it needs inside it: the operator verbs (status,
 # drain, ready) must not pay for Jinja2 and the whole apply pipeline at start.
 
@@ -86,7 +88,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except HaproxyK8sError as e:
         return _fail(str(e))
     except OSError as e:  # e.g. a state dir that cannot be created
-        return _fail(f"cannot start: {e}")
+        # Retrying cannot fix this: the unit's RestartPreventExitStatus= stops on this code
+        # instead of restarting into the same error until the start limit.
+        return _fail(f"cannot start: {e} (check haproxy.state_dir: the unit may write only "
+                     "/run/haproxy-k8s and /var/lib/haproxy-k8s)", EX_CONFIG)
     return 0
 
 
@@ -135,8 +140,10 @@ def _report_apply(daemon: dict[str, Any]) -> int:
               f"generation {daemon.get('generation')}")
         return 0
     error = daemon.get("last_error") or {}
-    where = f"{error.get('file')}: " if error.get("file") else ""
-    return _fail(f"apply failed: {where}{error.get('message')}")
+    message, file = str(error.get("message")), error.get("file")
+    # A config error's message already starts with its file.
+    where = f"{file}: " if file and not message.startswith(str(file)) else ""
+    return _fail(f"apply failed: {where}{message}")
 
 
 def cmd_restart_daemon(args: argparse.Namespace) -> int:
