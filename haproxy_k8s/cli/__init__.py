@@ -83,15 +83,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     # watchdog logs every inotify event at debug level: far too much even for debugging us.
     logging.getLogger("watchdog").setLevel(logging.INFO)
+    # Through logging, not _fail(): under systemd the line then carries error priority.
+    log = logging.getLogger(__name__)
     try:
         Daemon(_config_dir(args)).run()
     except HaproxyK8sError as e:
-        return _fail(str(e))
+        log.error("%s", e)
+        return 1
     except OSError as e:  # e.g. a state dir that cannot be created
         # Retrying cannot fix this: the unit's RestartPreventExitStatus= stops on this code
         # instead of restarting into the same error until the start limit.
-        return _fail(f"cannot start: {e} (check haproxy.state_dir: the unit may write only "
-                     "/run/haproxy-k8s and /var/lib/haproxy-k8s)", EX_CONFIG)
+        log.error("cannot start: %s (check haproxy.state_dir: the unit may write only "
+                  "/run/haproxy-k8s and /var/lib/haproxy-k8s)", e)
+        return EX_CONFIG
     return 0
 
 
