@@ -220,9 +220,14 @@ class Box:
         return state in ("running", "degraded")
 
     def _find_init(self) -> int | None:
+        # nspawn's first child is an intermediate that sets up the namespaces and forks the
+        # container's init: entering it would run commands outside the container (seen:
+        # `systemctl` answered "offline"). Wait for the child that is systemd.
         assert self.nspawn_pid is not None
-        children = psutil.Process(self.nspawn_pid).children()
-        return children[0].pid if children else None
+        for child in psutil.Process(self.nspawn_pid).children():
+            if child.name() == "systemd":
+                return child.pid
+        return None
 
     # -- commands inside -------------------------------------------------------------------
     def command(self, *argv: str) -> list[str]:
