@@ -99,8 +99,9 @@ def cached_root() -> Path:
 
 def build_wheels(dest: Path, source: Path = REPO) -> None:
     """The project and its dependencies as wheels (the container's python is the same 3.11)."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(dest), str(source)],
-                   check=True, timeout=600, capture_output=True)
+    # [demo]: the stand-in apiservers make certificates (cryptography, the demo extra).
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "-w", str(dest),
+                    f"{source}[demo]"], check=True, timeout=600, capture_output=True)
 
 
 def chroot(root: Path, *argv: str) -> None:
@@ -142,7 +143,7 @@ def install_project(root: Path) -> None:
     build_wheels(wheels)
     chroot(root, "python3", "-m", "venv", VENV)
     chroot(root, f"{VENV}/bin/pip", "install", "-q", "--no-index", "--find-links", "/wheels",
-           "haproxy-k8s")
+           "haproxy-k8s[demo]")
     (root / "usr/local/bin/haproxy-k8s").symlink_to(f"{VENV}/bin/haproxy-k8s")
 
 
