@@ -60,9 +60,9 @@ def our_complaints(binary: str, unit: Path) -> list[str]:
 
 
 def verifiable_copy(directory: Path, extra: str = "") -> Path:
-    """The unit with ExecStart= on a binary that exists here (verify checks executability)."""
+    """The unit with ExecStart=/ExecReload= on a binary that exists here (verify checks that)."""
     true = shutil.which("true") or "/bin/true"
-    text = re.sub(r"(?m)^ExecStart=\S+", f"ExecStart={true}", UNIT.read_text())
+    text = re.sub(r"(?m)^(Exec(?:Start|Reload))=\S+", rf"\1={true}", UNIT.read_text())
     text = text.replace("[Service]\n", f"[Service]\n{extra}", 1)
     copy = directory / UNIT_NAME
     copy.write_text(text)
@@ -92,10 +92,13 @@ def test_verify_check_catches_a_bad_directive(systemd_analyze: str, tmp_path: Pa
     [
         ("Type", "notify"),
         ("ExecStart", "/usr/local/bin/haproxy-k8s run"),
-        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        # Waits for the apply and fails with it; needs no /bin/kill.
+        ("ExecReload", "/usr/local/bin/haproxy-k8s reload"),
         # HAProxy must survive a crash or restart of the daemon, which then adopts it.
         ("KillMode", "process"),
         ("Restart", "on-failure"),
+        # A config error at start (EX_CONFIG) stops the unit instead of a restart loop.
+        ("RestartPreventExitStatus", "78"),
         ("WatchdogSec", "30s"),
         ("RuntimeDirectory", "haproxy-k8s"),
         ("RuntimeDirectoryPreserve", "yes"),

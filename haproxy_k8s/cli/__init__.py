@@ -14,6 +14,8 @@ from ..config.model import DEFAULT_CONFIG_DIR
 from ..errors import HaproxyK8sError
 from ..haproxy.paths import StatePaths
 
+EX_CONFIG = 78  # sysexits.h: a configuration error; the unit does not restart on it
+
 # Each command imports what it needs inside it: the operator verbs (status,
 # drain, ready) must not pay for Jinja2 and the whole apply pipeline at start.
 
@@ -89,12 +91,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     # watchdog logs every inotify event at debug level: far too much even for debugging us.
     logging.getLogger("watchdog").setLevel(logging.INFO)
+    # Through logging, not _fail(): under systemd the line then carries error priority.
+    log = logging.getLogger(__name__)
     try:
         Daemon(_config_dir(args)).run()
     except HaproxyK8sError as e:
-        return _fail(str(e))
+        log.error("%s", e)
+        return 1
     except OSError as e:  # e.g. a state dir that cannot be created
-        return _fail(f"cannot start: {e}")
+        # Retrying cannot fix this: the unit's RestartPreventExitStatus= stops on this code
+        # instead of restarting into the same error until the start limit.
+        log.error("cannot start: %s (check haproxy.state_dir: the unit may write only "
+                  "/run/haproxy-k8s and /var/lib/haproxy-k8s)", e)
+        return EX_CONFIG
     return 0
 
 
@@ -133,8 +142,16 @@ def _report_apply(reply: dict[str, Any]) -> int:
               f"generation {reply.get('generation')}")
         return 0
     error = reply.get("error") or {}
-    where = f"{error.get('file')}: " if error.get("file") else ""
-    return _fail(f"apply failed: {where}{error.get('message', error)}")
+    message, file = str(error.get("message", error)), error.get("file")
+    # A config error's message already starts with its file.
+    where = f"{file}: " if file and not message.startswith(str(file)) else ""
+    return _fail(f"apply failed: {where}{message}")
+
+
+def cmd_restart_daemon(args: argparse.Namespace) -> int:
+    from .restart import restart_daemon
+
+    return restart_daemon(_state_paths(args), args.timeout)
 
 
 def cmd_admin_state(args: argparse.Namespace) -> int:
@@ -199,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     reload.add_argument("--state-dir", help="override haproxy.state_dir")
     reload.add_argument("--timeout", type=float, default=60.0)
     reload.set_defaults(func=cmd_reload)
+    restart = sub.add_parser("restart-daemon", parents=[common],
+                             help="re-execute the daemon (after an upgrade); HAProxy keeps serving")
+    restart.add_argument("--state-dir", help="override haproxy.state_dir")
+    restart.add_argument("--timeout", type=float, default=60.0)
+    restart.set_defaults(func=cmd_restart_daemon)
     for state, text in (("drain", "stop new connections to a node; existing ones finish"),
                         ("ready", "put a node back into service"),
                         ("maint", "take a node out of service at once")):

@@ -28,6 +28,7 @@ from ..sources.files import FileSource
 from ..sources.secretfiles import SecretFiles, secret_files
 from ..vip.manager import VipManager
 from ..vip.metrics import VipCollector
+from . import reexec
 from .backoff import Backoff
 from .control import ControlServer, Request
 from .debounce import Debouncer
@@ -48,7 +49,8 @@ MAX_BACKOFF = 30.0
 @dataclass(frozen=True)
 class Event:
     # changed (a write may be in progress) | written (a file is whole again) |
-    # apply | stop | health (a node changed state) | control (a CLI request)
+    # apply | stop | health (a node changed state) | control (a CLI request) |
+    # reexec (replace our code, keep HAProxy)
     kind: str
     detail: str = ""
     request: Request | None = None
@@ -77,6 +79,7 @@ class Daemon:
         self.on_ready: Callable[[], None] | None = None  # called once, at READY
         self._secret_files = SecretFiles()
         self.vip: VipManager | None = None  # [vip]: keepalived, set up by start()
+        self._reexec = False  # the loop ended on SIGUSR2: exec the new code, keep HAProxy
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -241,6 +244,7 @@ class Daemon:
     def run(self) -> None:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        reexec.install(self.post)
         # Watch before the first apply: an edit made while HAProxy starts
         # must not be missed (it only queues a second, possibly no-op, apply).
         self._start_sources()
@@ -254,6 +258,10 @@ class Daemon:
         finally:
             self._stop_sources()
             self._stop_observers()
+            if self._reexec and started:
+                # The lock and sockets close on exec (CLOEXEC): the new code takes them.
+                self.notifier.reloading()
+                reexec.execute()
             if started:
                 self.shutdown()
             if self.lock is not None:
@@ -293,8 +301,9 @@ class Daemon:
                 event = self.events.get(timeout=TICK if due is None else max(0.0, min(due, TICK)))
             except queue.Empty:
                 event = None
-            if event is not None and event.kind == "stop":
+            if event is not None and event.kind in ("stop", reexec.EVENT):
                 log.info("stopping on %s", event.detail)
+                self._reexec = event.kind == reexec.EVENT
                 return
             self._handle(event)
             # A burst of file events must not turn into a burst of socket

@@ -100,6 +100,8 @@ class ApplyRecord:
 class DaemonStatus:
     pid: int | None = None
     running: bool = False
+    version: str | None = None  # haproxy-k8s's own version (changes on a re-exec upgrade)
+    started_at: str | None = None  # when this daemon image started (a re-exec moves it)
     generation: int | None = None
     applied_at: str | None = None
     last_error: dict[str, Any] | None = None
