@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config.model import AdminState, Config, cluster_of_backend, server_id
+from ..config.model import AdminState, Config, Node, cluster_of_backend, server_id
 from ..errors import RuntimeApiError
 from ..haproxy.render import server_params
 from ..haproxy.runtime import AdminApi
@@ -27,6 +27,8 @@ class PendingRemoval:
     server: str  # backend/name
     deadline: float
     attempts: int = 0
+    cluster: str = ""  # which cluster and node it was, for `status` (DRAIN (removing))
+    node: Node | None = None
 
 
 class RuntimeOps:
@@ -72,7 +74,9 @@ class RuntimeOps:
     def _start_removal(self, change: NodeChange) -> None:
         grace = change.cluster.settings.drain_grace_ms / 1000
         self.admin.set_state(change.server, AdminState.DRAIN)
-        self.pending[change.server] = PendingRemoval(change.server, time.monotonic() + grace)
+        self.pending[change.server] = PendingRemoval(change.server, time.monotonic() + grace,
+                                                     cluster=change.cluster.name,
+                                                     node=change.node)
         self.tick()
 
     # -- deferred removal --------------------------------------------------
@@ -110,6 +114,11 @@ class RuntimeOps:
             return {}
         return {f"{backend}/{name}": int(row.get("scur") or 0)
                 for (backend, name), row in rows.items()}
+
+    def removals(self) -> list[tuple[str, Node]]:
+        """(cluster, node) of every server still draining out, for the status document."""
+        return [(item.cluster, item.node) for item in self.pending.values()
+                if item.node is not None]
 
     def forget_pending(self) -> None:
         """A reload replaced every server: pending deletions are moot."""

@@ -50,7 +50,9 @@ class StatusPublisher:
             workers=sorted(table.worker_pids) if table else [],
             prometheus_exporter=d.promex)
         config = d.applier.applied
-        shape = shape_of_config(config) if config is not None else []
+        # Nodes deleted from the config but still draining show as removing.
+        shape = shape_of_config(config, d.files.origin, d.applier.ops.removals()) \
+            if config is not None else []
         rows = health.rows if health is not None and table is not None else None
         return build(d.state.status(str(d.config_dir), running), haproxy, shape, rows)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config.loader import load_config
+from ..config.loader import ProvenanceMap, load_raw
 from ..config.model import Config
+from ..config.schema import build_config, dotted_key
 from .base import Post
 from .watcher import DirWatcher
 
@@ -18,9 +19,23 @@ class FileSource:
     def __init__(self, config_dir: Path) -> None:
         self.config_dir = config_dir
         self._watcher: DirWatcher | None = None
+        # Which file set each key, as of the last load: `describe` names a
+        # node's origin with it.
+        self.provenance: ProvenanceMap = {}
 
     def load(self) -> Config:
-        return load_config(self.config_dir)
+        raw, provenance = load_raw(self.config_dir)
+        config = build_config(raw, provenance)
+        self.provenance = provenance
+        return config
+
+    def origin(self, cluster: str, node: str) -> str:
+        """`conf.d/10-c.toml (clusters.c.nodes.m1)`, or `discovery` for a node no file names."""
+        prefix = ("clusters", cluster, "nodes", node)
+        files = sorted({rel for key, rel in self.provenance.items() if key[:4] == prefix})
+        if not files:
+            return "discovery"
+        return f"{', '.join(files)} ({dotted_key(prefix)})"
 
     def start(self, post: Post) -> None:
         """Watch the directory; a missing one is reported by `load` instead."""
