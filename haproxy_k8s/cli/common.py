@@ -116,5 +116,10 @@ def _empty_or_scalar(value: Any) -> str:
     return _scalar(value)
 
 
+# YAML 1.1 readers take these for booleans or null even as keys.
+_RESERVED = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+
+
 def _plain_key(key: str) -> bool:
-    return key.replace("_", "").replace("-", "").isalnum() and key[0].isalpha()
+    return (key.replace("_", "").replace("-", "").isalnum() and key[0].isalpha()
+            and key.lower() not in _RESERVED)
