@@ -97,7 +97,7 @@ def add_events_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --follow: how often to ask the daemon (default 500ms)")
 
 
-HEADER = f"{'TIME':<24}  {'KIND':<8}  OBJECT  MESSAGE"
+HEADER = f"{'TIME':<24}  {'KIND':<8}  {'OBJECT':<16}  MESSAGE"
 
 
 def cmd_events(args: argparse.Namespace, paths: StatePaths) -> int:
@@ -119,7 +119,8 @@ def _print_events(paths: StatePaths, since: int, limit: int, header: bool) -> in
     if header:
         print(HEADER)
     for event in reply.get("events") or []:
-        print(f"{event['at']:<24}  {event['kind']:<8}  {event['object']}  {event['message']}")
+        print(f"{event['at']:<24}  {event['kind']:<8}  {event['object']:<16}  "
+              f"{event['message']}")
     sys.stdout.flush()
     return int(reply.get("seq", since))
 

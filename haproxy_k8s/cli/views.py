@@ -120,14 +120,16 @@ def permission_problem(paths: StatePaths) -> str | None:
     Without this a user who may not read the sockets would be told the
     daemon is NOT RUNNING while it serves.
     """
-    root = paths.root
-    if not root.exists():
-        return None
     hint = "permission denied: run as root or haproxy"
-    if not os.access(root, os.R_OK | os.X_OK):
-        return f"{hint} (cannot read {root})"
-    for path, mode in ((paths.admin_socket, os.W_OK), (paths.master_socket, os.W_OK),
-                       (paths.status, os.R_OK)):
-        if path.exists() and not os.access(path, mode):
-            return f"{hint} (cannot {'use' if mode == os.W_OK else 'read'} {path})"
+    checks = ((paths.root, os.R_OK | os.X_OK, "read"), (paths.admin_socket, os.W_OK, "use"),
+              (paths.master_socket, os.W_OK, "use"), (paths.status, os.R_OK, "read"))
+    for path, mode, verb in checks:
+        try:
+            path.stat()
+        except FileNotFoundError:
+            continue  # nothing there: the caller says what is missing
+        except PermissionError:
+            return f"{hint} (cannot {verb} {path})"
+        if not os.access(path, mode):
+            return f"{hint} (cannot {verb} {path})"
     return None

@@ -35,10 +35,6 @@ class Event:
     object: str  # "cluster-0/m1", "config", "haproxy"
     message: str
 
-    def line(self) -> str:
-        """The one line `events` prints and the journal carries."""
-        return f"{self.at}  {self.kind:<8}  {self.object}  {self.message}"
-
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -51,7 +51,7 @@ class StatusPublisher:
             prometheus_exporter=d.promex)
         config = d.applier.applied
         # Nodes deleted from the config but still draining show as removing.
-        shape = shape_of_config(config, d.files.origin, d.applier.ops.removals()) \
+        shape = shape_of_config(config, d.files.source, d.applier.ops.removals()) \
             if config is not None else []
         rows = health.rows if health is not None and table is not None else None
         return build(d.state.status(str(d.config_dir), running), haproxy, shape, rows)

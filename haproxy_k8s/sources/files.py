@@ -29,13 +29,17 @@ class FileSource:
         self.provenance = provenance
         return config
 
-    def origin(self, cluster: str, node: str) -> str:
-        """`conf.d/10-c.toml (clusters.c.nodes.m1)`, or `discovery` for a node no file names."""
+    def source(self, cluster: str, node: str) -> str:
+        """The files that set the node (`conf.d/10-c.toml`), or `discovery` when none does."""
         prefix = ("clusters", cluster, "nodes", node)
         files = sorted({rel for key, rel in self.provenance.items() if key[:4] == prefix})
-        if not files:
-            return "discovery"
-        return f"{', '.join(files)} ({dotted_key(prefix)})"
+        return ", ".join(files) or "discovery"
+
+    def origin(self, cluster: str, node: str) -> str:
+        """`conf.d/10-c.toml (clusters.c.nodes.m1)`, or `discovery`."""
+        files = self.source(cluster, node)
+        key = dotted_key(("clusters", cluster, "nodes", node))
+        return files if files == "discovery" else f"{files} ({key})"
 
     def start(self, post: Post) -> None:
         """Watch the directory; a missing one is reported by `load` instead."""
