@@ -47,12 +47,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     dry run in a temporary state dir.
     """
     from ..apply.candidate import dry_run
-    from ..config.loader import load_config
+    from ..config.loader import unread_dropins
     from ..haproxy.check import haproxy_version
+    from ..sources.files import FileSource
+    from .common import plural
 
     config_dir = _config_dir(args)
+    for name in unread_dropins(config_dir):
+        print(f"warning: {name}: ignored: only *.toml and *.json drop-ins are read",
+              file=sys.stderr)
     try:
-        config = load_config(config_dir)
+        config = FileSource(config_dir).load()  # what the daemon loads, file checks included
         _, promex = haproxy_version(config.haproxy.binary)
         result = dry_run(config, promex=promex)
     except HaproxyK8sError as e:
@@ -60,7 +65,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     nodes = sum(len(c.nodes) for c in config.clusters)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{config_dir}: OK ({len(config.clusters)} clusters, {nodes} nodes)")
+    print(f"{config_dir}: OK ({plural(len(config.clusters), 'cluster')}, "
+          f"{plural(nodes, 'node')})")
     return 0
 
 

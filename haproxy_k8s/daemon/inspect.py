@@ -69,8 +69,8 @@ def record_apply(daemon: Daemon, outcome: ApplyOutcome, reason: str,
         return
     why = f" ({outcome.reason})" if outcome.reason else ""
     if outcome.error is not None:
-        daemon.eventlog.record("apply", "config", f"{outcome.action} failed on {reason}: "
-                               f"{outcome.error}")
+        what = "failed" if outcome.action == "error" else f"{outcome.action}: failed"
+        daemon.eventlog.record("apply", "config", f"{what} on {reason}: {outcome.error}")
         return
     daemon.eventlog.record("apply", "config", f"{outcome.action}{why} on {reason}, generation "
                            f"{daemon.state.generation}, {outcome.seconds * 1000:.0f} ms")

@@ -115,7 +115,9 @@ class Daemon:
             self._serve_last_good(error, adopted is not None)
         self.apply("start")
         if not self.applier.master.alive():
-            raise HaproxyK8sError(self._error_text() or "HAProxy could not be started")
+            # The failed apply's event (logged just above) has the whole error.
+            raise HaproxyK8sError("HAProxy could not be started; the error is logged above"
+                                  if self._error_text() else "HAProxy could not be started")
 
     def _initial_config(self) -> tuple[Config, HaproxyK8sError | None]:
         try:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from ..config.loader import ProvenanceMap, load_raw
+from ..config.loader import ProvenanceMap, load_raw, unread_dropins
 from ..config.model import Config
+from ..config.references import check_referenced_files
 from ..config.schema import build_config, dotted_key
 from .base import Post
 from .watcher import DirWatcher
+
+log = logging.getLogger(__name__)
 
 
 class FileSource:
@@ -22,12 +26,23 @@ class FileSource:
         # Which file set each key, as of the last load: `describe` names a
         # node's origin with it.
         self.provenance: ProvenanceMap = {}
+        self._unread: list[str] = []
 
     def load(self) -> Config:
         raw, provenance = load_raw(self.config_dir)
         config = build_config(raw, provenance)
+        check_referenced_files(config, provenance)
         self.provenance = provenance
+        self._warn_unread()
         return config
+
+    def _warn_unread(self) -> None:
+        # Once per different set: every apply reloads the directory.
+        unread = unread_dropins(self.config_dir)
+        if unread != self._unread:
+            for name in sorted(set(unread) - set(self._unread)):
+                log.warning("%s: ignored: only *.toml and *.json drop-ins are read", name)
+            self._unread = unread
 
     def source(self, cluster: str, node: str) -> str:
         """The files that set the node (`conf.d/10-c.toml`), or `discovery` when none does."""
