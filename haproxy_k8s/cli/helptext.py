@@ -35,9 +35,11 @@ HELP: dict[str, Help] = {
                 ("haproxy-k8s run --config-dir /etc/haproxy-k8s --log-level debug",),
                 ((0, "stopped by SIGTERM or SIGINT"), (1, "could not start serving"))),
     "check": Help("Validate the config directory: load and merge the drop-ins, render "
-                  "haproxy.cfg and run `haproxy -c` on it in a temporary directory. Changes "
-                  "nothing; files it does not read (*.yaml, *.yml, other suffixes) are named.",
-                  ("haproxy-k8s check", "haproxy-k8s check --config-dir ./conf"),
+                  "haproxy.cfg and run `haproxy -c` on it in a temporary directory, then try "
+                  "the binds the running balancer does not hold yet. Changes nothing; "
+                  "*.yaml and *.yml drop-ins, which are not read, are named.",
+                  ("haproxy-k8s check",
+                   "haproxy-k8s check --config-dir ./conf --no-bind-check"),
                   ((0, "valid"), (1, "invalid: the error names the file and key"))),
     "render": Help("Print the haproxy.cfg the drop-ins make, without validating it.",
                    ("haproxy-k8s render | less",), ((0, "printed"), (1, "invalid config"))),

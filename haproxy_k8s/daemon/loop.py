@@ -25,6 +25,7 @@ from ..errors import ConfigError, HaproxyK8sError, ValidationError
 from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.files import FileSource
+from ..sources.secretfiles import SecretFiles, secret_files
 from . import inspect
 from .backoff import Backoff
 from .control import ControlServer, Request
@@ -75,6 +76,7 @@ class Daemon:
         self._ready = False
         self._next_supervise = 0.0
         self.on_ready: Callable[[], None] | None = None  # called once, at READY
+        self._secret_files = SecretFiles()
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -103,6 +105,8 @@ class Daemon:
         self.lock = StateDirLock(Path(config.haproxy.state_dir))
         self.lock.acquire()
         self.applier = Applier(config, promex=self._detect(config))
+        # Thousands of runtime changes in one apply must not starve the watchdog.
+        self.applier.ops.heartbeat = lambda: self._ping_watchdog(time.monotonic())
         # A transition wakes the main loop, so status.json follows it at once.
         self.health = HealthPoller(
             self.applier.paths.admin_socket, on_change=lambda: self.post("health"),
@@ -113,7 +117,10 @@ class Daemon:
             self.state.generation = 1
         if error is not None:
             self._serve_last_good(error, adopted is not None)
-        self.apply("start")
+        outcome = self.apply("start")
+        if not self.applier.master.alive() and isinstance(outcome.error, ConfigError):
+            # Not only broken drop-ins: an unreadable password file, a taken port.
+            self._serve_last_good(outcome.error, adopted is not None)
         if not self.applier.master.alive():
             # The failed apply's event (logged just above) has the whole error.
             raise HaproxyK8sError("HAProxy could not be started; the error is logged above"
@@ -357,6 +364,10 @@ class Daemon:
             if removing != set(self.applier.ops.pending):
                 inspect.record_deleted(self, removing)
                 force_status = True
+        self.files.verify()  # a replaced config dir is watched again
+        if self._secret_files.changed(secret_files(self.applier.applied,
+                                                   self.applier.attempted)):
+            self.post("apply", "password file changed")
         self.publisher.maybe_write(now, force=force_status)
         self._ping_watchdog(now)
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..config.model import Config
 from ..fileio import write_atomic
+from .access import access_for
 from .metrics import MetricsExporter, snapshot_of
 from .status import HaproxyStatus, StatusDocument, build, shape_of_config, summary
 
@@ -103,7 +104,9 @@ class StatusPublisher:
         write_atomic(self.paths.daemon_pid, f"{os.getpid()}\n", mode=0o640)
 
     def serve_metrics(self, config: Config) -> None:
-        error = self.metrics.serve(config.metrics.bind)
+        assert self.daemon.applier is not None
+        access = access_for(config.metrics, self.daemon.applier.metrics_password)
+        error = self.metrics.serve(config.metrics.bind, access)
         if error is not None:
             self.daemon.state.record_error({"file": None, "key": "metrics.bind",
                                             "message": f"metrics.bind: {error}"})
