@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -47,13 +46,24 @@ def test_check_names_a_missing_ca_file_by_its_key(short_tmp: Path) -> None:
     assert "haproxy-k8s-check-" not in result.stderr  # no temporary file in sight
 
 
-def test_a_start_up_alert_is_said_once_in_our_words(short_tmp: Path) -> None:
-    config = ConfigDir(short_tmp)
-    with socket.socket() as taken:
-        taken.bind((BALANCER, 0))
-        taken.listen()
-        config.cluster("cluster-0", taken.getsockname()[1], {"m1": ("127.0.8.10", 6443)})
-        result = cli("run", "--config-dir", str(config.root), timeout=60)
+def test_a_start_up_alert_is_said_once_in_our_words(short_tmp: Path, haproxy_bin: str) -> None:
+    # A start failure that neither `haproxy -c` nor the bind pre-check catches
+    # cannot be made on demand here, so a shim runs the real binary for
+    # -c/-vv and, for the start itself, prints what 2.6 prints when a bind
+    # fails (seen on 2.6.12) and exits 1.
+    shim = short_tmp / "haproxy-shim"
+    said = ["[NOTICE]   (7) : haproxy version is 2.6.12",
+            "[ALERT]    (7) : Binding [haproxy.cfg:25] for frontend fe_cluster-0: cannot bind "
+            "socket (Address already in use) for [127.0.8.1:6443]",
+            "[ALERT]    (7) : [haproxy.main()] Some protocols failed to start their "
+            "listeners! Exiting."]
+    shim.write_text("#!/bin/sh\n"
+                    f'for a in "$@"; do case "$a" in -c|-vv) exec {haproxy_bin} "$@";; esac; done\n'
+                    + "".join(f"echo '{line}' >&2\n" for line in said) + "exit 1\n")
+    shim.chmod(0o755)
+    config = one_cluster(short_tmp / "c")
+    config.write("05-binary.toml", f'[haproxy]\nbinary = "{shim}"\n')
+    result = cli("run", "--config-dir", str(config.root), timeout=60)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     # HAProxy's own line (as it printed it), then our one-line summary; no third copy.

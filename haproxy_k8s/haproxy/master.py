@@ -123,8 +123,12 @@ class HaproxyMaster:
         while time.monotonic() < deadline:
             if not self.alive():
                 code = self._popen.returncode if self._popen else None
-                raise ProcessError(f"haproxy exited at start (code {code}): "
-                                   + "; ".join(self.alerts_since(started)))
+                if self._pump is not None:
+                    # Its last lines may still be in the pipe: read them before quoting.
+                    self._pump.join(timeout=2.0)
+                alerts = "; ".join(self.alerts_since(started))
+                raise ProcessError(f"haproxy exited at start (code {code})"
+                                   + (f": {alerts}" if alerts else ""))
             table = self.try_proc_table()
             if table and table.workers:
                 return table
