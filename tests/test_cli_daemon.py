@@ -240,3 +240,25 @@ def test_status_without_permission_says_so(running: Running) -> None:
     assert result.returncode == 3
     assert "permission denied: run as root or haproxy" in result.stderr, result.stderr
     assert "NOT RUNNING" not in result.stdout
+
+
+def test_status_watch_prints_again_on_a_change(running: Running) -> None:
+    log = running.config.root / "watch.out"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "haproxy_k8s.cli", "status", "--watch", "--interval",
+             "200ms", "cluster-0/m2", "--config-dir", str(running.config.root)],
+            stdout=out, stderr=subprocess.STDOUT, env=child_env())
+    try:
+        wait_until(lambda: "healthy: every node is UP" in log.read_text(), 10.0,
+                   message="the first table")
+        assert running.run("drain", "cluster-0/m2")[0] == 0
+        wait_until(lambda: "down: no UP node in cluster-0" in log.read_text(), 5.0,
+                   message="the table again, after the drain")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends --watch
+        assert proc.wait(timeout=10) is not None
+    finally:
+        stop_popen(proc)
+    # Into a pipe each change is appended, not redrawn: two tables, no escape codes.
+    text = log.read_text()
+    assert text.count("CLUSTER ") == 2 and "\033[" not in text, text
