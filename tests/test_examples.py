@@ -52,7 +52,7 @@ def check(config_dir: Path, haproxy_bin: str) -> str:
 
 
 def test_examples_pass_check(haproxy_bin: str) -> None:
-    assert "OK (1 clusters, 3 nodes)" in check(EXAMPLES, haproxy_bin)
+    assert "OK (1 cluster, 3 nodes)" in check(EXAMPLES, haproxy_bin)
 
 
 def test_examples_with_every_optional_dropin_pass_check(haproxy_bin: str,

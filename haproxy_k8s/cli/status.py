@@ -41,6 +41,7 @@ from ..haproxy.paths import StatePaths
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import MasterClient
 from ..vip.view import vip_lines
+from .common import error_line
 
 SOCKET_TIMEOUT = 2.0
 
@@ -155,14 +156,16 @@ def _shape_of_rows(rows: StatRows) -> list[ClusterShape]:
 
 # -- the table ------------------------------------------------------------------------------
 HEADER = ("CLUSTER", "BIND", "NODE", "ADDRESS", "STATE", "LAST CHECK", "SINCE", "SESSIONS")
+# `-o wide`: what an operator asks next (why that weight? who set maint? how busy?).
+WIDE = ("WEIGHT", "ADMIN", "RATE", "CHECK DETAIL", "SOURCE")
 
 
-def format_table(doc: StatusDocument | dict[str, Any]) -> str:
+def format_table(doc: StatusDocument | dict[str, Any], wide: bool = False) -> str:
     """What an operator reads at a glance: who serves, who does not, and why."""
     d = doc if isinstance(doc, StatusDocument) else StatusDocument.from_json(doc)
     lines = _header_lines(d)
     lines.append("")
-    lines += _align([HEADER, *_node_rows(d.clusters)])
+    lines += _align([HEADER + (WIDE if wide else ()), *_node_rows(d.clusters, wide)])
     lines += ["", verdict(d)]
     return "\n".join(lines) + "\n"
 
@@ -183,8 +186,7 @@ def _header_lines(doc: StatusDocument) -> list[str]:
         lines.append("note:     this HAProxy has no Prometheus exporter: stats /metrics is off")
     error = daemon.last_error
     if error:
-        where = f"{error.get('file')}: " if error.get("file") else ""
-        lines.append(f"error:    {where}{error.get('message')} (at {error.get('at')})")
+        lines.append(f"error:    {error_line(error)} (at {error.get('at')})")
     # The last apply that did something: why HAProxy runs what it runs.
     last = next((r for r in reversed(daemon.history) if r.action != "noop"), None)
     if last is not None:
@@ -195,17 +197,26 @@ def _header_lines(doc: StatusDocument) -> list[str]:
     return lines
 
 
-def _node_rows(clusters: list[ClusterStatus]) -> list[tuple[str, ...]]:
+def _node_rows(clusters: list[ClusterStatus], wide: bool = False) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for cluster in clusters:
         # Name, bind and the up count once per cluster: the eye finds the groups.
         first = (f"{cluster.name} ({cluster.up}/{cluster.total} up)",
                  ",".join(cluster.bind) or "-")
         for i, node in enumerate(cluster.nodes):
-            rows.append((*(first if i == 0 else ("", "")), node.name,
-                         f"{node.address}:{node.port}", node.state, _check(node),
-                         _since(node.last_change_s), _dash(node.sessions)))
+            row: tuple[str, ...] = (*(first if i == 0 else ("", "")), node.name,
+                   f"{node.address}:{node.port}", _state(node), _check(node),
+                   _since(node.last_change_s), _dash(node.sessions))
+            if wide:
+                row += (_dash(node.weight), node.admin, _dash(node.rate),
+                        _dash(node.check_detail), _dash(node.source))
+            rows.append(row)
     return rows
+
+
+def _state(node: NodeStatus) -> str:
+    # A node deleted from the config keeps its clients until they leave.
+    return f"{node.state} (removing)" if node.removing else node.state
 
 
 def _check(node: NodeStatus) -> str:

@@ -28,10 +28,11 @@ from ..sources.files import FileSource
 from ..sources.secretfiles import SecretFiles, secret_files
 from ..vip.manager import VipManager
 from ..vip.metrics import VipCollector
-from . import reexec
+from . import inspect, reexec
 from .backoff import Backoff
 from .control import ControlServer, Request
 from .debounce import Debouncer
+from .events import EventLog
 from .health import HealthPoller, poll_interval
 from .lock import StateDirLock
 from .publisher import StatusPublisher
@@ -63,6 +64,7 @@ class Daemon:
         self.node_sources = list(node_sources or [])
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.state = DaemonState(pid=os.getpid())
+        self.eventlog = EventLog()  # for `events`, `describe` and the journal
         self.applier: Applier | None = None
         self.version, self.promex = "unknown", True
         self._restarts = Backoff(1.0, MAX_BACKOFF)  # of the HAProxy master
@@ -111,8 +113,9 @@ class Daemon:
         # Thousands of runtime changes in one apply must not starve the watchdog.
         self.applier.ops.heartbeat = lambda: self._ping_watchdog(time.monotonic())
         # A transition wakes the main loop, so status.json follows it at once.
-        self.health = HealthPoller(self.applier.paths.admin_socket,
-                                   on_change=lambda: self.post("health"))
+        self.health = HealthPoller(
+            self.applier.paths.admin_socket, on_change=lambda: self.post("health"),
+            on_transition=lambda *change: inspect.record_transition(self, *change))
         self.publisher = StatusPublisher(self)
         self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
         self.publisher.metrics.registry.register(VipCollector(self.vip))
@@ -126,7 +129,9 @@ class Daemon:
             # Not only broken drop-ins: an unreadable password file, a taken port.
             self._serve_last_good(outcome.error, adopted is not None)
         if not self.applier.master.alive():
-            raise HaproxyK8sError(self._error_text() or "HAProxy could not be started")
+            # The failed apply's event (logged just above) has the whole error.
+            raise HaproxyK8sError("HAProxy could not be started; the error is logged above"
+                                  if self._error_text() else "HAProxy could not be started")
 
     def _initial_config(self) -> tuple[Config, HaproxyK8sError | None]:
         try:
@@ -189,11 +194,13 @@ class Daemon:
         self.state.applies += 1
         if self._ready:
             self.notifier.reloading()
+        before = self.applier.applied
         try:
             outcome = self.applier.apply(self.desired())
         except ConfigError as e:
             outcome = ApplyOutcome(ApplyAction.ERROR, e, reason="the config is invalid")
         self._record(outcome, reason)
+        inspect.record_apply(self, outcome, reason, before)
         self._refresh_config_settings()
         if self.vip is not None:
             self.vip.configure(self.applier.applied)
@@ -215,8 +222,7 @@ class Daemon:
                 self.state.config_errors += 1
             if outcome.action == "rollback":
                 self.state.failed_reloads += 1
-            log.error("apply (%s) failed: %s", reason, outcome.error)
-            return
+            return  # the event log says it (inspect.record_apply), once
         self.state.last_error = None
         self.state.runtime_changes += outcome.runtime_changes
         if outcome.action == "reload":
@@ -224,8 +230,6 @@ class Daemon:
         if outcome.action != "noop":
             self.state.generation += 1
             self.state.applied_at = utc_now()
-            log.info("applied generation %d (%s: %s; on %s) in %.0f ms", self.state.generation,
-                     outcome.action, outcome.reason, reason, outcome.seconds * 1000)
 
     def _refresh_config_settings(self) -> None:
         assert self.applier is not None and self.publisher is not None
@@ -331,6 +335,9 @@ class Daemon:
     def _answer(self, request: Request) -> None:
         """Carry out a control request from the CLI and answer it."""
         assert self.applier is not None
+        if request.op in inspect.READ_OPS:
+            request.answer(inspect.answer(self, request.op, request.args))
+            return
         if request.op == "reload":
             outcome = self.apply("control: reload")
             request.answer({"ok": outcome.ok, "action": outcome.action,
@@ -339,12 +346,16 @@ class Daemon:
                             "error": self.state.last_error if not outcome.ok else None})
             return
         target = str(request.args.get("target", ""))
+        refused = "" if request.op != "maint" or request.args.get("force") else \
+            inspect.refuse_last_serving(self, target)
         try:
+            if refused:
+                raise HaproxyK8sError(refused)
             self.applier.set_admin_state(target, request.op)
         except HaproxyK8sError as e:
             request.answer({"ok": False, "error": {"message": str(e)}})
             return
-        log.info("operator: %s is now %s", target, request.op)
+        self.eventlog.record("operator", target, f"{request.op} by {request.peer or 'unknown'}")
         self.state.runtime_changes += 1
         request.answer({"ok": True, "target": target, "state": request.op})
 
@@ -358,14 +369,18 @@ class Daemon:
         if master.pid is not None and not master.alive() and self._restarts.due(now):
             self.state.haproxy_restarts += 1
             delay = self._restarts.failed(now)
-            log.error("haproxy master %s exited (code %s); restarting (backoff %.0fs)",
-                      master.pid, master.exit_code(), delay)
+            self.eventlog.record("haproxy", "master", f"pid {master.pid} exited (code "
+                                 f"{master.exit_code()}); restarting (backoff {delay:.0f}s)")
             self._restart_master()
             force_status = True
         elif master.alive():
             self._restarts.reset_if_stable(now)
         if master.alive():
+            removing = set(self.applier.ops.pending)
             self.applier.ops.tick()
+            if removing != set(self.applier.ops.pending):
+                inspect.record_deleted(self, removing)
+                force_status = True
         self.files.verify()  # a replaced config dir is watched again
         if self._secret_files.changed(secret_files(self.applier.applied,
                                                    self.applier.attempted)):

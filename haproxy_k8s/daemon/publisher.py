@@ -51,7 +51,9 @@ class StatusPublisher:
             workers=sorted(table.worker_pids) if table else [],
             prometheus_exporter=d.promex)
         config = d.applier.applied
-        shape = shape_of_config(config) if config is not None else []
+        # Nodes deleted from the config but still draining show as removing.
+        shape = shape_of_config(config, d.files.source, d.applier.ops.removals()) \
+            if config is not None else []
         rows = health.rows if health is not None and table is not None else None
         doc = build(d.state.status(str(d.config_dir), running), haproxy, shape, rows)
         if d.vip is not None:

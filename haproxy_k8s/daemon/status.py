@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config.model import Config, backend_name
+from ..config.model import Config, Node, backend_name
 from .states import STATES, StatRow, StatRows, admin_state, check_text, node_state, row_int
 
 EXIT_OK, EXIT_DEGRADED, EXIT_CLUSTER_DOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -52,16 +52,25 @@ class NodeStatus:
     # HAProxy's words for the last check ("Connection refused", "Internal
     # Server Error"): what an operator needs to read next to a DOWN.
     check_detail: str = ""
+    # Deleted from the config, still in HAProxy draining its sessions: shown
+    # as `DRAIN (removing)` until it is gone; not counted in up/total.
+    removing: bool = False
+    weight: int | None = None  # HAProxy's effective weight
+    rate: int | None = None  # sessions per second over the last second
+    source: str = ""  # where the node comes from: "conf.d/10-c.toml", "discovery"
 
     @classmethod
-    def of(cls, name: str, address: str, port: int | None, row: StatRow | None) -> NodeStatus:
+    def of(cls, name: str, address: str, port: int | None, row: StatRow | None,
+           removing: bool = False, source: str = "") -> NodeStatus:
         """A node as its `show stat` row (None: unknown) shows it."""
         if row is None:
-            return cls(name, address, port)
+            return cls(name, address, port, removing=removing, source=source)
         return cls(name, address, port, state=node_state(row), check=check_text(row),
                    last_change_s=row_int(row.get("lastchg")),
                    sessions=row_int(row.get("scur")), admin=admin_state(row),
-                   check_detail=row.get("last_chk", ""))
+                   check_detail=row.get("last_chk", ""), removing=removing,
+                   weight=row_int(row.get("weight")), rate=row_int(row.get("rate")),
+                   source=source)
 
 
 @dataclass
@@ -72,11 +81,11 @@ class ClusterStatus:
 
     @property
     def up(self) -> int:
-        return sum(1 for n in self.nodes if n.state == "UP")
+        return sum(1 for n in self.nodes if n.state == "UP" and not n.removing)
 
     @property
     def total(self) -> int:
-        return len(self.nodes)
+        return sum(1 for n in self.nodes if not n.removing)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "bind": self.bind, "up": self.up, "total": self.total,
@@ -187,6 +196,8 @@ class NodeShape:
     name: str
     address: str
     port: int | None
+    removing: bool = False
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,15 +209,24 @@ class ClusterShape:
     nodes: tuple[NodeShape, ...]
 
 
-def shape_of_config(config: Config) -> list[ClusterShape]:
-    return [ClusterShape(c.name, tuple(str(b) for b in c.binds),
-                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes))
-            for c in config.clusters]
+def shape_of_config(config: Config, origin: Callable[[str, str], str] | None = None,
+                    removals: Iterable[tuple[str, Node]] = ()) -> list[ClusterShape]:
+    """The clusters and nodes of `config`, plus `removals` still draining out."""
+    gone: dict[str, list[Node]] = {}
+    for cluster, node in removals:
+        gone.setdefault(cluster, []).append(node)
+    return [ClusterShape(c.name, tuple(str(b) for b in c.binds), tuple(sorted(
+        [NodeShape(n.name, n.address, n.port, source=origin(c.name, n.name) if origin else "")
+         for n in c.nodes]
+        + [NodeShape(n.name, n.address, n.port, removing=True)
+           for n in gone.get(c.name, []) if c.node(n.name) is None],
+        key=lambda shape: shape.name))) for c in config.clusters]
 
 
 def shape_of_saved(clusters: Iterable[ClusterStatus]) -> list[ClusterShape]:
     return [ClusterShape(c.name, tuple(c.bind),
-                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes))
+                         tuple(NodeShape(n.name, n.address, n.port, n.removing, n.source)
+                               for n in c.nodes))
             for c in clusters]
 
 
@@ -214,7 +234,8 @@ def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None) -> li
     """Each node's state from `show stat` rows; every node UNKNOWN without rows."""
     return [ClusterStatus(c.name, list(c.bind), [
         NodeStatus.of(n.name, n.address, n.port,
-                      rows.get((backend_name(c.name), n.name)) if rows is not None else None)
+                      rows.get((backend_name(c.name), n.name)) if rows is not None else None,
+                      n.removing, n.source)
         for n in c.nodes]) for c in shape]
 
 
