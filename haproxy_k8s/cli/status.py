@@ -192,6 +192,9 @@ def _header_lines(doc: StatusDocument) -> list[str]:
     if last is not None:
         why = f" ({last.plan})" if last.plan else ""
         lines.append(f"last:     {last.action}{why} on {last.reason}, {last.at}")
+    if daemon.held:
+        lines.append(f"held:     {'; '.join(daemon.held.get('reasons', []))} (applies at "
+                     f"{daemon.held.get('apply_at')} unless the files change again)")
     lines += vip_lines({"vip": doc.vip})
     lines += [f"unreachable: {problem}" for problem in doc.unreachable]
     return lines

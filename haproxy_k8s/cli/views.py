@@ -15,7 +15,6 @@ from pathlib import Path
 from ..daemon.status import EXIT_UNREACHABLE, StatusDocument, exit_code
 from ..haproxy.paths import StatePaths
 from .common import OUTPUTS, duration, to_yaml
-from .status import collect, format_table
 
 EXIT_NO_SUCH = 4  # status CLUSTER[/NODE] names nothing HAProxy runs
 
@@ -41,6 +40,8 @@ def cmd_status(args: argparse.Namespace, paths: StatePaths, config_dir: Path) ->
         return EXIT_UNREACHABLE
 
     def once() -> tuple[str, int, str]:
+        from .status import collect  # psutil and the sockets: not for `--help`
+
         doc, code = collect(paths, config_dir)
         text, code = render(doc, code, args.target, args.output)
         return text, code, change_key(doc)
@@ -72,6 +73,8 @@ def render(doc: StatusDocument, code: int, target: str | None, output: str) -> t
         return doc.dumps(), code
     if output == "yaml":
         return to_yaml(doc.to_json()), code
+    from .status import format_table
+
     return format_table(doc, wide=output == "wide"), code
 
 

@@ -224,6 +224,9 @@ class WatchSettings:
     settle_ms: int = 20
     # A constant stream of edits still applies after at most this long.
     max_wait_ms: int = 2_000
+    # A change that removes a cluster or a bind, or empties a file, waits until
+    # it held this long unchanged: a save in progress must not drop clients.
+    hold_down_ms: int = 2_000
 
 
 @dataclass(frozen=True)

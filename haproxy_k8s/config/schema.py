@@ -132,6 +132,7 @@ _WATCH: dict[str, tuple[str, Parser]] = {
     "debounce": ("debounce_ms", _duration()),
     "max_wait": ("max_wait_ms", _duration()),
     "settle": ("settle_ms", _duration(allow_zero=True)),
+    "hold_down": ("hold_down_ms", _duration(allow_zero=True)),
 }
 
 _STATS_KEYS = frozenset({"bind", "allow", "user", "password_file"})

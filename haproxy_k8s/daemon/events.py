@@ -47,7 +47,8 @@ class EventLog:
         self._by_object: dict[str, collections.deque[Event]] = {}
         self._seq = 0
 
-    def record(self, kind: str, obj: str, message: str) -> Event:
+    def record(self, kind: str, obj: str, message: str, level: int | None = None) -> Event:
+        """Keep the event and log it once; `level` overrides the level read from the words."""
         with self._lock:
             self._seq += 1
             event = Event(self._seq, utc_now(), kind, obj, message)
@@ -59,7 +60,9 @@ class EventLog:
         warn = any(word in message for word in _WARN_WORDS)
         # The journal line: the same words `events` prints, minus the time
         # the journal stamps itself.
-        log.log(logging.WARNING if warn else logging.INFO, "%s %s %s", kind, obj, message)
+        if level is None:
+            level = logging.WARNING if warn else logging.INFO
+        log.log(level, "%s %s %s", kind, obj, message)
         return event
 
     @property

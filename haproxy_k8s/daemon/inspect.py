@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ..apply import operator as opstate
@@ -70,7 +71,9 @@ def record_apply(daemon: Daemon, outcome: ApplyOutcome, reason: str,
     why = f" ({outcome.reason})" if outcome.reason else ""
     if outcome.error is not None:
         what = "failed" if outcome.action == "error" else f"{outcome.action}: failed"
-        daemon.eventlog.record("apply", "config", f"{what} on {reason}: {outcome.error}")
+        # Error priority in the journal: a failed apply is what an operator must see.
+        daemon.eventlog.record("apply", "config", f"{what} on {reason}: {outcome.error}",
+                               level=logging.ERROR)
         return
     daemon.eventlog.record("apply", "config", f"{outcome.action}{why} on {reason}, generation "
                            f"{daemon.state.generation}, {outcome.seconds * 1000:.0f} ms")

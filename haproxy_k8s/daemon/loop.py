@@ -21,24 +21,24 @@ from types import FrameType
 from ..apply.applier import Applier, ApplyAction, ApplyOutcome
 from ..config.loader import config_files, state_dir_hint
 from ..config.model import Config, HaproxySettings
-from ..errors import ConfigError, HaproxyK8sError, ValidationError
+from ..errors import ConfigError, HaproxyK8sError
 from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.files import FileSource
 from ..sources.secretfiles import SecretFiles, secret_files
 from ..vip.manager import VipManager
 from ..vip.metrics import VipCollector
-from . import inspect, reexec
+from . import inspect, reexec, requests
 from .backoff import Backoff
 from .control import ControlServer, Request
 from .debounce import Debouncer
 from .events import EventLog
 from .health import HealthPoller, poll_interval
+from .holddown import HoldDown, destructive_changes
 from .lock import StateDirLock
 from .publisher import StatusPublisher
 from .readiness import wait_serving
 from .state import DaemonState
-from .status import ApplyRecord, utc_now
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ class Daemon:
         self._secret_files = SecretFiles()
         self.vip: VipManager | None = None  # [vip]: keepalived, set up by start()
         self._reexec = False  # the loop ended on SIGUSR2: exec the new code, keep HAProxy
+        self.hold = HoldDown()
+        self._with_content: frozenset[str] = frozenset()  # files with content at the last apply
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -188,18 +190,37 @@ class Daemon:
             self.on_ready()
 
     # -- apply ----------------------------------------------------------------
-    def apply(self, reason: str) -> ApplyOutcome:
+    def apply_files(self) -> None:
+        """Files changed: apply now, unless the change takes capacity away (hold it)."""
         assert self.applier is not None and self.publisher is not None
         self.debounce.clear()
+        try:
+            desired = self.desired()
+        except ConfigError:
+            self.apply("files changed")  # refused and reported; nothing is taken away
+            return
+        emptied = set(self._with_content - self.files.files_with_content())
+        reasons = destructive_changes(self.applier.applied, desired, emptied)
+        if self.hold.ready(desired, reasons, time.monotonic()):
+            self.apply("files changed", desired)
+        else:
+            self.publisher.write()  # status says what is held and why
+
+    def apply(self, reason: str, desired: Config | None = None) -> ApplyOutcome:
+        assert self.applier is not None and self.publisher is not None
+        self.debounce.clear()
+        self.hold.clear()
         self.state.applies += 1
         if self._ready:
             self.notifier.reloading()
         before = self.applier.applied
         try:
-            outcome = self.applier.apply(self.desired())
+            outcome = self.applier.apply(desired if desired is not None else self.desired())
         except ConfigError as e:
             outcome = ApplyOutcome(ApplyAction.ERROR, e, reason="the config is invalid")
-        self._record(outcome, reason)
+        if outcome.ok:
+            self._with_content = self.files.files_with_content()
+        self.state.record_apply(outcome, reason)
         inspect.record_apply(self, outcome, reason, before)
         self._refresh_config_settings()
         if self.vip is not None:
@@ -211,31 +232,12 @@ class Daemon:
                 self.notifier.ready(self.publisher.summary())
         return outcome
 
-    def _record(self, outcome: ApplyOutcome, reason: str) -> None:
-        self.state.history.append(ApplyRecord(
-            at=utc_now(), reason=reason, action=outcome.action, ok=outcome.ok,
-            seconds=round(outcome.seconds, 4), plan=outcome.reason,
-            error=str(outcome.error) if outcome.error is not None else None))
-        if outcome.error is not None:
-            self.state.record_error(outcome.error.record())
-            if isinstance(outcome.error, ConfigError | ValidationError):
-                self.state.config_errors += 1
-            if outcome.action == "rollback":
-                self.state.failed_reloads += 1
-            return  # the event log says it (inspect.record_apply), once
-        self.state.last_error = None
-        self.state.runtime_changes += outcome.runtime_changes
-        if outcome.action == "reload":
-            self.state.reloads += 1
-        if outcome.action != "noop":
-            self.state.generation += 1
-            self.state.applied_at = utc_now()
-
     def _refresh_config_settings(self) -> None:
         assert self.applier is not None and self.publisher is not None
         applied = self.applier.applied
         if applied is not None:
             self.debounce.configure(applied.watch)
+            self.hold.seconds = applied.watch.hold_down_ms / 1000
         if self.health is not None:
             self.health.interval = poll_interval(applied)
         if self._ready and applied is not None:
@@ -300,7 +302,9 @@ class Daemon:
 
     def _loop(self) -> None:
         while True:
-            due = self.debounce.due_in(time.monotonic())
+            now = time.monotonic()
+            dues = [d for d in (self.debounce.due_in(now), self.hold.due_in(now)) if d is not None]
+            due = min(dues) if dues else None
             try:
                 event = self.events.get(timeout=TICK if due is None else max(0.0, min(due, TICK)))
             except queue.Empty:
@@ -326,38 +330,12 @@ class Daemon:
             self.apply(event.detail or "request")
             return
         elif event is not None and event.request is not None:
-            self._answer(event.request)
+            requests.answer(self, event.request)
             return
         due = self.debounce.due_in(now)
-        if due is not None and due <= 0:
-            self.apply("files changed")
-
-    def _answer(self, request: Request) -> None:
-        """Carry out a control request from the CLI and answer it."""
-        assert self.applier is not None
-        if request.op in inspect.READ_OPS:
-            request.answer(inspect.answer(self, request.op, request.args))
-            return
-        if request.op == "reload":
-            outcome = self.apply("control: reload")
-            request.answer({"ok": outcome.ok, "action": outcome.action,
-                            "reason": outcome.reason, "generation": self.state.generation,
-                            "seconds": round(outcome.seconds, 4),
-                            "error": self.state.last_error if not outcome.ok else None})
-            return
-        target = str(request.args.get("target", ""))
-        refused = "" if request.op != "maint" or request.args.get("force") else \
-            inspect.refuse_last_serving(self, target)
-        try:
-            if refused:
-                raise HaproxyK8sError(refused)
-            self.applier.set_admin_state(target, request.op)
-        except HaproxyK8sError as e:
-            request.answer({"ok": False, "error": {"message": str(e)}})
-            return
-        self.eventlog.record("operator", target, f"{request.op} by {request.peer or 'unknown'}")
-        self.state.runtime_changes += 1
-        request.answer({"ok": True, "target": target, "state": request.op})
+        held = self.hold.due_in(now)
+        if (due is not None and due <= 0) or (held is not None and held <= 0):
+            self.apply_files()
 
     # -- supervision ---------------------------------------------------------
     def _supervise(self, force_status: bool = False) -> None:

@@ -8,6 +8,7 @@ that same document.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import time
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..config.model import Config
 from ..fileio import write_atomic
 from .access import access_for
+from .holddown import HoldDown
 from .metrics import MetricsExporter, snapshot_of
 from .status import HaproxyStatus, StatusDocument, build, shape_of_config, summary
 
@@ -56,6 +58,7 @@ class StatusPublisher:
             if config is not None else []
         rows = health.rows if health is not None and table is not None else None
         doc = build(d.state.status(str(d.config_dir), running), haproxy, shape, rows)
+        doc.daemon.held = held_view(d.hold)
         if d.vip is not None:
             fields = d.vip.status_fields(self.paths.config)
             doc.vip, doc.config = fields.get("vip"), fields.get("config")
@@ -122,3 +125,17 @@ class StatusPublisher:
 
     def close(self) -> None:
         self.metrics.close()
+
+
+def held_view(hold: HoldDown) -> dict[str, Any] | None:
+    """The held change for the status document (wall-clock times, for an operator)."""
+    left = hold.due_in(time.monotonic())
+    if left is None:
+        return None
+    apply_at = time.time() + max(0.0, left)
+    return {"since": _utc(apply_at - hold.seconds), "apply_at": _utc(apply_at),
+            "reasons": list(hold.reasons)}
+
+
+def _utc(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"

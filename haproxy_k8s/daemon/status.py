@@ -121,6 +121,8 @@ class DaemonStatus:
     config_errors: int = 0
     runtime_changes: int = 0
     history: list[ApplyRecord] = field(default_factory=list)  # oldest first
+    # A change waiting out watch.hold_down: {"since", "apply_at", "reasons"}; None if none.
+    held: dict[str, Any] | None = None
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..config.loader import ProvenanceMap, load_raw, unread_dropins
+from ..config.loader import ProvenanceMap, config_files, load_raw, unread_dropins
 from ..config.model import Config
 from ..config.references import check_referenced_files
 from ..config.schema import build_config, dotted_key
@@ -27,6 +27,9 @@ class FileSource:
         # node's origin with it.
         self.provenance: ProvenanceMap = {}
         self._unread: list[str] = []
+        # Files of the last load that had content: a save that truncates one
+        # shows up as an emptied file (see daemon/holddown.py).
+        self.nonempty: frozenset[str] = frozenset()
 
     def load(self) -> Config:
         raw, provenance = load_raw(self.config_dir)
@@ -35,6 +38,17 @@ class FileSource:
         self.provenance = provenance
         self._warn_unread()
         return config
+
+    def files_with_content(self) -> frozenset[str]:
+        """The config files (relative names) that are not empty right now."""
+        found = set()
+        for path in config_files(self.config_dir):
+            try:
+                if path.stat().st_size > 0:
+                    found.add(path.relative_to(self.config_dir).as_posix())
+            except OSError:
+                continue
+        return frozenset(found)
 
     def _warn_unread(self) -> None:
         # Once per different set: every apply reloads the directory.
