@@ -27,6 +27,7 @@ from .model import (
     StatsSettings,
     WatchSettings,
 )
+from .schema_discovery import DISCOVERY_KEYS, disabled_nodes, discovery
 from .values import (
     _CLUSTER_NAME,
     _DOTTED_NAME,
@@ -145,8 +146,9 @@ SECTION_KEYS: Mapping[str, frozenset[str]] = {
     "stats": _STATS_KEYS,
     "metrics": frozenset({"bind"}),
     "watch": frozenset(_WATCH),
-    "cluster": frozenset(_CLUSTER_SETTINGS) | {"bind", "nodes"},
+    "cluster": frozenset(_CLUSTER_SETTINGS) | {"bind", "nodes", "discovery"},
     "node": _NODE_KEYS,
+    "discovery": DISCOVERY_KEYS,
 }
 
 
@@ -307,12 +309,11 @@ def _cluster(section: _Section, defaults: ClusterSettings) -> Cluster:
     # Precedence: ClusterSettings defaults < [defaults] < the cluster's own keys.
     settings = dataclasses.replace(defaults, **section.fields(_CLUSTER_SETTINGS))
     _check_combination(section, settings)
-    return Cluster(
-        name=section.name,
-        binds=section.require("bind", _binds),
-        nodes=_nodes(section),
-        settings=settings,
-    )
+    binds, nodes = section.require("bind", _binds), _nodes(section)
+    names, addresses = disabled_nodes(section)
+    return Cluster(name=section.name, binds=binds, nodes=nodes, settings=settings,
+                   discovery=discovery(section), disabled_names=names,
+                   disabled_addresses=addresses)
 
 
 def _check_combination(section: _Section, settings: ClusterSettings) -> None:
