@@ -51,7 +51,10 @@ def collect(paths: StatePaths, config_dir: Path) -> tuple[StatusDocument, int]:
     daemon = _daemon(paths, saved, unreachable)
     haproxy = _haproxy(paths, saved, unreachable)
     rows = _stats(paths, unreachable)
-    doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable)
+    # Discovery state is the daemon's to know: as it last saved it.
+    discovery = {c.name: c.discovery for c in saved.clusters if c.discovery} if saved else {}
+    doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable,
+                discovery=discovery)
     return doc, exit_code(doc)
 
 
@@ -155,9 +158,14 @@ HEADER = ("CLUSTER", "BIND", "NODE", "ADDRESS", "STATE", "LAST CHECK", "SINCE", 
 def format_table(doc: StatusDocument | dict[str, Any]) -> str:
     """What an operator reads at a glance: who serves, who does not, and why."""
     d = doc if isinstance(doc, StatusDocument) else StatusDocument.from_json(doc)
-    lines = _header_lines(d)
+    lines = _header_lines(d) + _discovery_lines(d.clusters)
     lines.append("")
-    lines += _align([HEADER, *_node_rows(d.clusters)])
+    rows = [HEADER, *_node_rows(d.clusters)]
+    # A SOURCE column only where discovery adds nodes: static setups read as before.
+    if any(n.source != "static" for c in d.clusters for n in c.nodes):
+        sources = [n.source for c in d.clusters for n in c.nodes]
+        rows = [(*row, source) for row, source in zip(rows, ["SOURCE", *sources], strict=True)]
+    lines += _align(rows)
     lines += ["", verdict(d)]
     return "\n".join(lines) + "\n"
 
@@ -186,6 +194,23 @@ def _header_lines(doc: StatusDocument) -> list[str]:
         why = f" ({last.plan})" if last.plan else ""
         lines.append(f"last:     {last.action}{why} on {last.reason}, {last.at}")
     lines += [f"unreachable: {problem}" for problem in doc.unreachable]
+    return lines
+
+
+def _discovery_lines(clusters: list[ClusterStatus]) -> list[str]:
+    lines = []
+    for cluster in clusters:
+        d = cluster.discovery
+        if not d:
+            continue
+        text = (f"discovery: {cluster.name}: {d.get('state')}, {d.get('endpoints', 0)} endpoints, "
+                f"last sync {_dash(d.get('last_sync'))}, resourceVersion "
+                f"{_dash(d.get('resource_version'))}")
+        if d.get("via") == "nodes":
+            text += ", reaching the API at the nodes directly"
+        if d.get("last_error"):
+            text += f"; error: {d['last_error']} (at {d.get('last_error_at')})"
+        lines.append(text)
     return lines
 
 

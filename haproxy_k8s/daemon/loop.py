@@ -24,6 +24,7 @@ from ..config.model import Config, HaproxySettings
 from ..errors import ConfigError, HaproxyK8sError, ValidationError
 from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
+from ..sources.discovery import DiscoverySources, up_nodes_of
 from ..sources.files import FileSource
 from .backoff import Backoff
 from .control import ControlServer, Request
@@ -33,6 +34,7 @@ from .lock import StateDirLock
 from .publisher import StatusPublisher
 from .readiness import wait_serving
 from .state import DaemonState
+from .states import StatRows
 from .status import ApplyRecord, utc_now
 from .systemd import Notifier
 
@@ -56,6 +58,9 @@ class Daemon:
         self.config_dir = config_dir
         self.files = FileSource(config_dir)
         self.node_sources = list(node_sources or [])
+        # Kubernetes discovery, one source per cluster that asks for it (synced on each load).
+        self.discovery = DiscoverySources(up_nodes_of(self._health_rows))
+        self.node_sources.append(self.discovery)
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.state = DaemonState(pid=os.getpid())
         self.applier: Applier | None = None
@@ -90,8 +95,12 @@ class Daemon:
     def desired(self) -> Config:
         """Every source's answer merged into one Config (raises ConfigError)."""
         base = self.files.load()
+        self.discovery.sync(base)
         sets = [s for source in self.node_sources for s in source.node_sets(base)]
         return merge_nodes(base, sets)
+
+    def _health_rows(self) -> StatRows | None:
+        return self.health.latest().rows if self.health is not None else None
 
     # -- start ----------------------------------------------------------------
     def start(self) -> None:

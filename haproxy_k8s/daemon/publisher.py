@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from ..config.model import Config
@@ -52,7 +53,9 @@ class StatusPublisher:
         config = d.applier.applied
         shape = shape_of_config(config) if config is not None else []
         rows = health.rows if health is not None and table is not None else None
-        return build(d.state.status(str(d.config_dir), running), haproxy, shape, rows)
+        discovery = {name: asdict(st) for name, st in d.discovery.statuses().items()}
+        return build(d.state.status(str(d.config_dir), running), haproxy, shape, rows,
+                     discovery=discovery)
 
     def summary(self) -> str:
         """systemd's STATUS= line, from the document just written."""

@@ -52,16 +52,18 @@ class NodeStatus:
     # HAProxy's words for the last check ("Connection refused", "Internal
     # Server Error"): what an operator needs to read next to a DOWN.
     check_detail: str = ""
+    source: str = "static"  # static (a drop-in) | kubernetes (discovery)
 
     @classmethod
-    def of(cls, name: str, address: str, port: int | None, row: StatRow | None) -> NodeStatus:
+    def of(cls, name: str, address: str, port: int | None, row: StatRow | None,
+           source: str = "static") -> NodeStatus:
         """A node as its `show stat` row (None: unknown) shows it."""
         if row is None:
-            return cls(name, address, port)
+            return cls(name, address, port, source=source)
         return cls(name, address, port, state=node_state(row), check=check_text(row),
                    last_change_s=row_int(row.get("lastchg")),
                    sessions=row_int(row.get("scur")), admin=admin_state(row),
-                   check_detail=row.get("last_chk", ""))
+                   check_detail=row.get("last_chk", ""), source=source)
 
 
 @dataclass
@@ -69,6 +71,9 @@ class ClusterStatus:
     name: str
     bind: list[str]
     nodes: list[NodeStatus]
+    # Kubernetes discovery of this cluster (state, last_sync, resource_version,
+    # last_error, counters); None when the cluster has none.
+    discovery: dict[str, Any] | None = None
 
     @property
     def up(self) -> int:
@@ -80,7 +85,7 @@ class ClusterStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "bind": self.bind, "up": self.up, "total": self.total,
-                "nodes": [asdict(n) for n in self.nodes]}
+                "nodes": [asdict(n) for n in self.nodes], "discovery": self.discovery}
 
 
 @dataclass
@@ -163,9 +168,11 @@ def _daemon_from(data: Mapping[str, Any]) -> DaemonStatus:
 
 
 def _cluster_from(data: Mapping[str, Any]) -> ClusterStatus:
+    discovery = data.get("discovery")
     return ClusterStatus(str(data.get("name", "")), [str(b) for b in data.get("bind") or []],
                          [_known(NodeStatus, {"address": "", "port": None, **n})
-                          for n in data.get("nodes") or []])
+                          for n in data.get("nodes") or []],
+                         dict(discovery) if isinstance(discovery, Mapping) else None)
 
 
 # -- building it --------------------------------------------------------------------------
@@ -174,6 +181,7 @@ class NodeShape:
     name: str
     address: str
     port: int | None
+    source: str = "static"
 
 
 @dataclass(frozen=True)
@@ -187,29 +195,34 @@ class ClusterShape:
 
 def shape_of_config(config: Config) -> list[ClusterShape]:
     return [ClusterShape(c.name, tuple(str(b) for b in c.binds),
-                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes))
+                         tuple(NodeShape(n.name, n.address, n.port, n.source) for n in c.nodes))
             for c in config.clusters]
 
 
 def shape_of_saved(clusters: Iterable[ClusterStatus]) -> list[ClusterShape]:
     return [ClusterShape(c.name, tuple(c.bind),
-                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes))
+                         tuple(NodeShape(n.name, n.address, n.port, n.source) for n in c.nodes))
             for c in clusters]
 
 
-def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None) -> list[ClusterStatus]:
+def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None,
+                     discovery: Mapping[str, dict[str, Any]] | None = None
+                     ) -> list[ClusterStatus]:
     """Each node's state from `show stat` rows; every node UNKNOWN without rows."""
     return [ClusterStatus(c.name, list(c.bind), [
         NodeStatus.of(n.name, n.address, n.port,
-                      rows.get((backend_name(c.name), n.name)) if rows is not None else None)
-        for n in c.nodes]) for c in shape]
+                      rows.get((backend_name(c.name), n.name)) if rows is not None else None,
+                      n.source)
+        for n in c.nodes], (discovery or {}).get(c.name)) for c in shape]
 
 
 def build(daemon: DaemonStatus, haproxy: HaproxyStatus, shape: Sequence[ClusterShape],
-          rows: StatRows | None, unreachable: Sequence[str] = ()) -> StatusDocument:
+          rows: StatRows | None, unreachable: Sequence[str] = (),
+          discovery: Mapping[str, dict[str, Any]] | None = None) -> StatusDocument:
     """The status document: the one function both the daemon and `status` call."""
     haproxy.reachable = rows is not None
-    return StatusDocument(daemon, haproxy, cluster_statuses(shape, rows), list(unreachable))
+    return StatusDocument(daemon, haproxy, cluster_statuses(shape, rows, discovery),
+                          list(unreachable))
 
 
 # -- reading it -------------------------------------------------------------------------
