@@ -95,9 +95,11 @@ class KubeApi:
 
     def set_mode(self, mode: str) -> None:
         with self.lock:
-            self.mode = mode
+            was, self.mode = self.mode, mode
+            if was == "empty":
+                self._changed("MODIFIED")  # the endpoints are back: a watch sees them
         if mode != "ok":
-            self.drop_watches()
+            self.drop_watches()  # so the client lists again and sees the mode
 
     def slice(self) -> dict[str, Any]:
         with self.lock:
@@ -171,7 +173,7 @@ class KubeApi:
         """Events after `since`, blocking for new ones; None: send a bookmark; 410 raises."""
         while True:
             with self.lock:
-                if self.server is None or self.mode != "ok":
+                if self.server is None or self.mode not in ("ok", "empty"):
                     return
                 # Events are contiguous since the last compaction: a version
                 # before the oldest kept one cannot be watched from.

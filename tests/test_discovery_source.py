@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from haproxy_k8s.config.model import Bind, Cluster, Config, Discovery, Node
 from haproxy_k8s.demo.certs import CertBundle
 from haproxy_k8s.sources.base import merge_nodes
 from haproxy_k8s.sources.kubernetes import KubernetesSource
+from haproxy_k8s.sources.slicewatch import MIN_WATCH
 
 API_HOST = "127.0.8.19"  # in the session certificate (conftest NODE_HOSTS), unused by nodes here
 
@@ -133,6 +135,9 @@ def test_410_relists(api: KubeApi, harness: Harness) -> None:
     harness.source.start(harness.post)
     wait_until(lambda: "127-0-8-11" in harness.nodes())
     lists = sum(1 for r in api.requests if "watch" not in r)
+    # A watch that breaks within MIN_WATCH counts as a failure, not a resumable end.
+    settled = time.monotonic() + MIN_WATCH + 0.2
+    wait_until(lambda: time.monotonic() > settled)
     api.compact()  # the watch's resourceVersion is gone …
     api.set("127.0.8.12")
     api.remove("127.0.8.11")

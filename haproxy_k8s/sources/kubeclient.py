@@ -29,6 +29,9 @@ from lightkube.core.exceptions import ConfigError as KubeConfigError
 from ..errors import HaproxyK8sError
 
 log = logging.getLogger(__name__)
+# One line per request (and a dozen per watch) would drown the daemon's own log.
+logging.getLogger("httpx2").setLevel(logging.WARNING)
+logging.getLogger("httpcore2").setLevel(logging.INFO)
 
 CONNECT_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 10.0

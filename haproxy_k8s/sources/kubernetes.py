@@ -119,7 +119,9 @@ class KubernetesSource:
                 self._status = self._error(status, "suspect", "the API lists no serving "
                                            "endpoint; keeping the last known nodes")
                 return
-            changed = self._wanted != want
+            # A new answer, or news for status (connected again): the daemon re-applies
+            # (a no-op when the nodes are the same) and rewrites status.json.
+            changed = self._wanted != want or status.state != "connected"
             self._wanted = want
             self._status = replace(status, state="connected", last_sync=utc_now(),
                                    endpoints=len(want.nodes), last_error=None)
@@ -143,10 +145,12 @@ class KubernetesSource:
             self._status = replace(self._status, watch_restarts=self._status.watch_restarts + 1)
 
     def _error(self, status: DiscoveryStatus, state: str, message: str) -> DiscoveryStatus:
-        # Logged once per change of state or message, not on every retry.
+        # Logged (and shown) once per change of state or message, not on every retry.
         if (status.state, status.last_error) != (state, message):
             log.error("discovery %s: %s (%d nodes kept)", self.cluster, message,
                       len(self._wanted.nodes) if self._wanted else 0)
+            if self._post is not None:
+                self._post(f"discovery: {self.cluster}: {state}", True)
         return replace(status, state=state, last_error=message, last_error_at=utc_now(),
                        errors=status.errors + 1)
 
