@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import require_tool, wait_until
+from helpers import free_port, require_tool, wait_until
 from kubeapi import KubeApi
 
 from haproxy_k8s.config.model import Bind, Cluster, Config, Discovery, Node
@@ -187,3 +187,30 @@ def test_kubectl_lists_and_watches_the_stand_in(api: KubeApi, tmp_path: Path) ->
     text = "".join(out)
     assert '"127.0.8.10"' in text, err
     assert text.count('"kind": "EndpointSlice"') >= 2  # the list, then the watch event
+
+
+def test_reaches_the_api_at_the_nodes_when_its_own_frontend_has_nothing_up(
+        api: KubeApi, tmp_path: Path) -> None:
+    """The kubeconfig names this balancer (nothing listens there: nothing is UP behind it),
+    so the source goes to a known node's address directly, verifying the certificate
+    against the kubeconfig's server name (127.0.8.1 is in the certificate, as the
+    balancer's name is in a real apiserver's)."""
+    frontend = free_port("127.0.8.1")
+    kubeconfig = api.kubeconfig(tmp_path / "kubeconfig", server=f"https://127.0.8.1:{frontend}")
+    cluster = Cluster("c0", (Bind("127.0.8.1", frontend),), (Node("seed", API_HOST, api.port),),
+                      discovery=Discovery(str(kubeconfig)))
+    base = Config(clusters=(cluster,))
+    up: frozenset[str] | None = None  # unknown at first: the server as the kubeconfig says
+    source = KubernetesSource("c0", Discovery(str(kubeconfig)), lambda _: up)
+    source.node_sets(base)
+    api.set("127.0.8.11")
+    source.start(lambda _d, _c: None)
+    try:
+        wait_until(lambda: source.status().errors >= 1, message="the frontend refuses")
+        up = frozenset()
+        wait_until(lambda: source.status().state == "connected", timeout=15,
+                   message="reached through the node")
+        assert source.status().via == "nodes"
+        assert [n.name for s in source.node_sets(base) for n in s.nodes] == ["127-0-8-11"]
+    finally:
+        source.stop()
