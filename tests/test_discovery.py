@@ -18,10 +18,10 @@ import pytest
 from conftest import StandInFactory
 from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
 from helpers import free_port, http_get, https_get, wait_until
-from kubeapi import KubeApi
 
 from haproxy_k8s.demo.certs import CertBundle
 from haproxy_k8s.demo.standin import StandIn
+from testkit.kubeapi import KubeApi
 from testkit.load import Load, RequestFailed
 
 pytestmark = [pytest.mark.usefixtures("haproxy_bin"), pytest.mark.slow]

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from helpers import free_port, require_tool, wait_until
-from kubeapi import KubeApi
 
 from haproxy_k8s.config.model import Bind, Cluster, Config, Discovery, Node
 from haproxy_k8s.demo.certs import CertBundle
 from haproxy_k8s.sources.base import merge_nodes
 from haproxy_k8s.sources.kubernetes import KubernetesSource
 from haproxy_k8s.sources.slicewatch import MIN_WATCH
+from testkit.kubeapi import KubeApi
 
 API_HOST = "127.0.8.19"  # in the session certificate (conftest NODE_HOSTS), unused by nodes here
 
