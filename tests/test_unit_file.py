@@ -119,3 +119,29 @@ def test_unit_section_conflicts_with_debian_haproxy() -> None:
     assert re.search(r"(?m)^Conflicts=haproxy\.service$", unit)
     assert re.search(r"(?m)^After=network-online\.target$", unit)
     assert re.search(r"(?m)^Wants=network-online\.target$", unit)
+
+
+KEEPALIVED_UNITS = ("haproxy-k8s-keepalived.service", "haproxy-k8s-keepalived.path",
+                    "haproxy-k8s-keepalived-reload.service")
+
+
+def test_keepalived_units_verify_cleanly(systemd_analyze: str, tmp_path: Path) -> None:
+    # ExecStart= binaries must exist for verify: point them at `true` in a copy.
+    true = shutil.which("true") or "/bin/true"
+    for name in KEEPALIVED_UNITS:
+        text = (UNIT.parent / name).read_text()
+        text = re.sub(r"(?m)^(ExecStart(?:Pre)?=-?)\S+", rf"\g<1>{true}", text)
+        (tmp_path / name).write_text(text)
+    result = analyze(systemd_analyze, "verify", *KEEPALIVED_UNITS, cwd=tmp_path)
+    output = ANSI.sub("", result.stdout + result.stderr).splitlines()
+    assert [line for line in output if "haproxy-k8s" in line] == [], output
+
+
+def test_keepalived_unit_has_the_network_privileges_ours_lacks() -> None:
+    ours = service_section(UNIT.read_text())
+    theirs = service_section((UNIT.parent / KEEPALIVED_UNITS[0]).read_text())
+    assert "CAP_NET_ADMIN" in theirs["CapabilityBoundingSet"][0]
+    assert "CAP_NET_RAW" in theirs["CapabilityBoundingSet"][0]
+    assert "AF_NETLINK" in theirs["RestrictAddressFamilies"][0]
+    assert ours["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
+    assert "AF_NETLINK" not in ours["RestrictAddressFamilies"][0]

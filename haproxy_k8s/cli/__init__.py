@@ -44,10 +44,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate the drop-ins and the rendered config; change nothing.
 
     The same steps as the daemon's apply (load, render, `haproxy -c`), as a
-    dry run in a temporary state dir.
+    dry run in a temporary state dir, then the binds the running balancer
+    does not hold yet.
     """
     from ..apply.candidate import dry_run
     from ..config.loader import load_config
+    from ..haproxy.binds import check_offline
     from ..haproxy.check import haproxy_version
 
     config_dir = _config_dir(args)
@@ -55,10 +57,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = load_config(config_dir)
         _, promex = haproxy_version(config.haproxy.binary)
         result = dry_run(config, promex=promex)
+        # Binds last: a port another process holds fails only when HAProxy runs it.
+        bind_warnings = ([] if args.no_bind_check
+                         else check_offline(config, Path(config.haproxy.state_dir)))
     except HaproxyK8sError as e:
         return _fail(f"{config_dir}: invalid: {e}")
     nodes = sum(len(c.nodes) for c in config.clusters)
-    for warning in result.warnings:
+    for warning in [*result.warnings, *bind_warnings]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{config_dir}: OK ({len(config.clusters)} clusters, {nodes} nodes)")
     return 0
@@ -177,8 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
-    sub.add_parser("check", parents=[common], help="validate the config; change nothing"
-                   ).set_defaults(func=cmd_check)
+    check = sub.add_parser("check", parents=[common],
+                           help="validate the config; change nothing")
+    check.add_argument("--no-bind-check", action="store_true",
+                       help="do not try the binds (checking a config for another host)")
+    check.set_defaults(func=cmd_check)
     sub.add_parser("render", parents=[common], help="print the rendered haproxy.cfg"
                    ).set_defaults(func=cmd_render)
     sub.add_parser("firewall", parents=[common], help="print an nftables ruleset for the "

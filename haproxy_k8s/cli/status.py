@@ -40,6 +40,7 @@ from ..haproxy.master import read_pid
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import MasterClient
+from ..vip.view import vip_lines
 
 SOCKET_TIMEOUT = 2.0
 
@@ -55,6 +56,10 @@ def collect(paths: StatePaths, config_dir: Path) -> tuple[StatusDocument, int]:
     discovery = {c.name: c.discovery for c in saved.clusters if c.discovery} if saved else {}
     doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable,
                 discovery=discovery)
+    if saved is not None:
+        # [vip] role and config hashes: as the daemon last wrote them (it rewrites
+        # status.json on every VRRP transition).
+        doc.vip, doc.config = saved.vip, saved.config
     return doc, exit_code(doc)
 
 
@@ -193,6 +198,7 @@ def _header_lines(doc: StatusDocument) -> list[str]:
     if last is not None:
         why = f" ({last.plan})" if last.plan else ""
         lines.append(f"last:     {last.action}{why} on {last.reason}, {last.at}")
+    lines += vip_lines({"vip": doc.vip})
     lines += [f"unreachable: {problem}" for problem in doc.unreachable]
     return lines
 

@@ -19,6 +19,13 @@ DISCOVERY_KEYS = frozenset({"kubeconfig", "namespace", "service", "port_name"})
 _DEFAULT_PORT = 6443
 
 
+def discovery_fields(cluster: _Section) -> dict[str, Any]:
+    """The Cluster fields discovery adds: its table, and the nodes a drop-in disabled."""
+    names, addresses = disabled_nodes(cluster)
+    return {"discovery": discovery(cluster), "disabled_names": names,
+            "disabled_addresses": addresses}
+
+
 def discovery(cluster: _Section) -> Discovery | None:
     """`[clusters.NAME.discovery]`, or None when the cluster has none."""
     if "discovery" not in cluster.data:

@@ -26,6 +26,9 @@ from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.discovery import DiscoverySources, up_nodes_of
 from ..sources.files import FileSource
+from ..sources.secretfiles import SecretFiles, secret_files
+from ..vip.manager import VipManager
+from ..vip.metrics import VipCollector
 from .backoff import Backoff
 from .control import ControlServer, Request
 from .debounce import Debouncer
@@ -34,7 +37,6 @@ from .lock import StateDirLock
 from .publisher import StatusPublisher
 from .readiness import wait_serving
 from .state import DaemonState
-from .states import StatRows
 from .status import ApplyRecord, utc_now
 from .systemd import Notifier
 
@@ -59,7 +61,7 @@ class Daemon:
         self.files = FileSource(config_dir)
         self.node_sources = list(node_sources or [])
         # Kubernetes discovery, one source per cluster that asks for it (synced on each load).
-        self.discovery = DiscoverySources(up_nodes_of(self._health_rows))
+        self.discovery = DiscoverySources(up_nodes_of(lambda: self.health))
         self.node_sources.append(self.discovery)
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.state = DaemonState(pid=os.getpid())
@@ -77,6 +79,8 @@ class Daemon:
         self._ready = False
         self._next_supervise = 0.0
         self.on_ready: Callable[[], None] | None = None  # called once, at READY
+        self._secret_files = SecretFiles()
+        self.vip: VipManager | None = None  # [vip]: keepalived, set up by start()
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -99,9 +103,6 @@ class Daemon:
         sets = [s for source in self.node_sources for s in source.node_sets(base)]
         return merge_nodes(base, sets)
 
-    def _health_rows(self) -> StatRows | None:
-        return self.health.latest().rows if self.health is not None else None
-
     # -- start ----------------------------------------------------------------
     def start(self) -> None:
         """Adopt or start HAProxy on the first valid config; raise if nothing can serve."""
@@ -109,16 +110,23 @@ class Daemon:
         self.lock = StateDirLock(Path(config.haproxy.state_dir))
         self.lock.acquire()
         self.applier = Applier(config, promex=self._detect(config))
+        # Thousands of runtime changes in one apply must not starve the watchdog.
+        self.applier.ops.heartbeat = lambda: self._ping_watchdog(time.monotonic())
         # A transition wakes the main loop, so status.json follows it at once.
         self.health = HealthPoller(self.applier.paths.admin_socket,
                                    on_change=lambda: self.post("health"))
         self.publisher = StatusPublisher(self)
+        self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
+        self.publisher.metrics.registry.register(VipCollector(self.vip))
         adopted = self.applier.master.adopt()
         if adopted is not None:
             self.state.generation = 1
         if error is not None:
             self._serve_last_good(error, adopted is not None)
-        self.apply("start")
+        outcome = self.apply("start")
+        if not self.applier.master.alive() and isinstance(outcome.error, ConfigError):
+            # Not only broken drop-ins: an unreadable password file, a taken port.
+            self._serve_last_good(outcome.error, adopted is not None)
         if not self.applier.master.alive():
             raise HaproxyK8sError(self._error_text() or "HAProxy could not be started")
 
@@ -189,6 +197,8 @@ class Daemon:
             outcome = ApplyOutcome(ApplyAction.ERROR, e, reason="the config is invalid")
         self._record(outcome, reason)
         self._refresh_config_settings()
+        if self.vip is not None:
+            self.vip.configure(self.applier.applied)
         if self._ready:
             self.publisher.write()
             if self.applier.master.alive():
@@ -338,6 +348,8 @@ class Daemon:
     def _supervise(self, force_status: bool = False) -> None:
         assert self.applier is not None and self.publisher is not None
         master = self.applier.master
+        if self.vip is not None:  # before any restart: a dead HAProxy releases the VIP
+            self.vip.tick(master.alive(), self.publisher.cluster_counts())
         now = time.monotonic()
         if master.pid is not None and not master.alive() and self._restarts.due(now):
             self.state.haproxy_restarts += 1
@@ -350,6 +362,10 @@ class Daemon:
             self._restarts.reset_if_stable(now)
         if master.alive():
             self.applier.ops.tick()
+        self.files.verify()  # a replaced config dir is watched again
+        if self._secret_files.changed(secret_files(self.applier.applied,
+                                                   self.applier.attempted)):
+            self.post("apply", "password file changed")
         self.publisher.maybe_write(now, force=force_status)
         self._ping_watchdog(now)
 
@@ -373,6 +389,8 @@ class Daemon:
         """SIGTERM/SIGINT: stop HAProxy gracefully (this is what `systemctl stop` means)."""
         assert self.applier is not None
         self.notifier.stopping()
+        if self.vip is not None:
+            self.vip.stop()  # hand the VIP over before HAProxy stops serving
         self.applier.master.stop()
         if self.publisher is not None:
             self.publisher.write_final()

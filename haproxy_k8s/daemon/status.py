@@ -135,11 +135,17 @@ class StatusDocument:
     clusters: list[ClusterStatus]
     # Sources that could not be read, each "name: why" ("admin socket: …").
     unreachable: list[str] = field(default_factory=list)
+    # [vip]: VRRP role, addresses, fitness (vip/manager.py); None without [vip].
+    vip: dict[str, Any] | None = None
+    # Hashes of the rendered configs, to compare two balancers of a pair.
+    config: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"daemon": asdict(self.daemon), "haproxy": asdict(self.haproxy),
-                "clusters": [c.to_json() for c in self.clusters],
-                "unreachable": list(self.unreachable)}
+        doc = {"daemon": asdict(self.daemon), "haproxy": asdict(self.haproxy),
+               "clusters": [c.to_json() for c in self.clusters],
+               "unreachable": list(self.unreachable)}
+        doc.update({k: v for k, v in (("vip", self.vip), ("config", self.config)) if v})
+        return doc
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2) + "\n"
@@ -150,7 +156,12 @@ class StatusDocument:
         return cls(_daemon_from(data.get("daemon") or {}),
                    _known(HaproxyStatus, data.get("haproxy") or {}),
                    [_cluster_from(c) for c in data.get("clusters") or []],
-                   [str(u) for u in data.get("unreachable") or []])
+                   [str(u) for u in data.get("unreachable") or []],
+                   _mapping(data.get("vip")), _mapping(data.get("config")))
+
+
+def _mapping(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) and value else None
 
 
 def _known(kind: Any, data: Mapping[str, Any]) -> Any:

@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from ..errors import ProcessError, RuntimeApiError
+from ..fileio import write_atomic
 from .paths import StatePaths
 from .replies import ProcTable, reload_verdict
 from .runtime import MasterClient
@@ -75,11 +76,15 @@ class HaproxyMaster:
     # -- lifecycle ---------------------------------------------------------
     def command_line(self) -> list[str]:
         return [self.binary, "-W", "-db", "-S", f"{self.paths.master_socket},mode,600",
-                "-f", str(self.paths.config), "-p", str(self.paths.haproxy_pid)]
+                "-f", str(self.paths.config), "-f", str(self.paths.stats_auth),
+                "-p", str(self.paths.haproxy_pid)]
 
     def start(self, timeout: float = 30.0) -> ProcTable:
         """Start a new master on the published config and wait for its worker."""
         self.paths.master_socket.unlink(missing_ok=True)
+        if not self.paths.stats_auth.exists():
+            # The second -f file (the stats userlist) must exist; empty means "none".
+            write_atomic(self.paths.stats_auth, "", mode=0o600)
         started = time.monotonic()
         try:
             self._popen = subprocess.Popen(

@@ -15,11 +15,9 @@ import jinja2
 from ..config.model import ClusterSettings, Config, Node
 from ..errors import RenderError
 from .paths import StatePaths
+from .secrets import USERLIST
 
 TEMPLATE = "haproxy.cfg.j2"
-# The stats password never appears in the rendered file: HAProxy expands this
-# environment variable, which the daemon sets from `stats.password_file`.
-STATS_PASSWORD_ENV = "HAPROXY_K8S_STATS_PASSWORD"
 
 
 def _template_dir() -> Path:
@@ -121,7 +119,7 @@ def render(config: Config, paths: StatePaths | None = None,
             paths=paths,
             drop_privileges=drop_privileges,
             promex=promex,
-            stats_password_env=STATS_PASSWORD_ENV,
+            stats_userlist=USERLIST,
         )
     except jinja2.TemplateError as e:
         raise RenderError(f"cannot render {TEMPLATE}: {e}") from e

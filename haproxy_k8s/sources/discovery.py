@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from ..config.model import Config, Discovery, backend_name
-from ..daemon.states import StatRows, node_state
+from ..daemon.health import HealthPoller
+from ..daemon.states import node_state
 from .base import NodeSet, Post
 from .kubernetes import DiscoveryStatus, KubernetesSource, UpNodes
 
@@ -66,10 +67,11 @@ class DiscoverySources:
         return {name: source.status() for name, source in self._sources.items()}
 
 
-def up_nodes_of(rows: Callable[[], StatRows | None]) -> UpNodes:
-    """A cluster's UP nodes by name from the health poller's latest rows."""
+def up_nodes_of(poller: Callable[[], HealthPoller | None]) -> UpNodes:
+    """A cluster's UP nodes by name from the health poller's latest rows (None: unknown)."""
     def up(cluster: str) -> frozenset[str] | None:
-        latest = rows()
+        health = poller()
+        latest = health.latest().rows if health is not None else None
         if latest is None:
             return None
         backend = backend_name(cluster)

@@ -29,6 +29,11 @@ class FileSource:
         self._watcher = DirWatcher(self.config_dir, post)
         self._watcher.start()
 
+    def verify(self) -> None:
+        """Watch again if the directory was replaced (called from the daemon's tick)."""
+        if self._watcher is not None:
+            self._watcher.verify()
+
     def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
