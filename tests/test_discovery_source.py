@@ -6,7 +6,9 @@ runs the daemon). The health view (which nodes are UP) is a plain function here.
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -212,5 +214,36 @@ def test_reaches_the_api_at_the_nodes_when_its_own_frontend_has_nothing_up(
                    message="reached through the node")
         assert source.status().via == "nodes"
         assert [n.name for s in source.node_sets(base) for n in s.nodes] == ["127-0-8-11"]
+    finally:
+        source.stop()
+
+
+@pytest.mark.parametrize("credential", ["tokenFile", "exec"])
+def test_token_file_and_exec_plugin_credentials(api: KubeApi, tmp_path: Path,
+                                               credential: str) -> None:
+    """Both end as a bearer token the API checks (lightkube reads the kubeconfig)."""
+    token_file = tmp_path / "token"
+    token_file.write_text(api.token + "\n")
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text("import json\nprint(json.dumps({'apiVersion': "
+                      "'client.authentication.k8s.io/v1beta1', 'kind': 'ExecCredential', "
+                      f"'status': {{'token': {api.token!r}}}}}))\n")
+    user: dict[str, object] = {"tokenFile": str(token_file)} if credential == "tokenFile" \
+        else {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1",
+                       "command": sys.executable, "args": [str(plugin)]}}
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "t",
+        "clusters": [{"name": "t", "cluster": {"server": api.url,
+                                               "certificate-authority": str(api.certs.ca_file)}}],
+        "users": [{"name": "t", "user": user}],
+        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}]}))
+    api.set("127.0.8.11")
+    source = KubernetesSource("c0", Discovery(str(kubeconfig)), lambda _: None)
+    source.node_sets(_config(kubeconfig))
+    source.start(lambda _d, _c: None)
+    try:
+        wait_until(lambda: source.status().state == "connected", timeout=10,
+                   message=f"connected with {credential}")
     finally:
         source.stop()

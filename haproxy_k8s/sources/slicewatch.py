@@ -84,6 +84,12 @@ class SliceWatch:
                     break
                 message = str(e) if not isinstance(e, Gone) else "410 Gone on list"
                 self.sink.failed(message)
+            except Exception as e:
+                # A library surprise (an odd kubeconfig, a plugin's output) must not end
+                # discovery for good: report it, keep the last nodes, and try again.
+                log.exception("discovery: unexpected error")
+                self._close_client()
+                self.sink.failed(f"unexpected error: {e!r}")
             delay = self.backoff.failed(time.monotonic())
             self.stop_event.wait(delay)
         self._close_client()
