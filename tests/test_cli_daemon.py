@@ -89,13 +89,14 @@ def test_status_outputs_and_filters(running: Running) -> None:
     code, wide = running.run("status", "-o", "wide")
     assert code == 0, wide
     header = next(line for line in wide.splitlines() if line.startswith("CLUSTER"))
-    assert header.split()[-6:] == ["WEIGHT", "ADMIN", "RATE", "CHECK", "DETAIL", "SOURCE"]
+    assert header.split()[-7:] == ["WEIGHT", "ADMIN", "RATE", "CHECK", "DETAIL", "SOURCE",
+                                   "ORIGIN"]
     m1 = next(line for line in wide.splitlines() if " m1 " in line)
     assert "100" in m1 and "ready" in m1 and "conf.d/10-cluster-0.toml" in m1
     code, text = running.run("status", "cluster-0/m2", "-o", "json")
     data = json.loads(text)
     assert code == 0 and [n["name"] for n in data["clusters"][0]["nodes"]] == ["m2"]
-    assert data["clusters"][0]["nodes"][0]["source"] == "conf.d/20-m2.toml"
+    assert data["clusters"][0]["nodes"][0]["origin"] == "conf.d/20-m2.toml"
     code, text = running.run("status", "-o", "yaml")
     assert code == 0 and yaml.safe_load(text)["clusters"][0]["total"] == 2
     code, text = running.run("status", "cluster-9")

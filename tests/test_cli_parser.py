@@ -95,7 +95,7 @@ def test_plurals_and_error_lines() -> None:
 def document() -> StatusDocument:
     node = {"address": "127.0.8.10", "port": 6443, "state": "UP", "check": "L7OK/200 in 2ms",
             "last_change_s": 3700, "sessions": 5, "admin": "ready", "weight": 100, "rate": 3,
-            "source": "conf.d/10-cluster-0.toml"}
+            "origin": "conf.d/10-cluster-0.toml"}
     return StatusDocument.from_json({
         "daemon": {"pid": 10, "running": True, "generation": 7,
                    "applied_at": "2026-01-01T00:00:00.00Z",
@@ -110,7 +110,7 @@ def document() -> StatusDocument:
              "check": "L4CON in 0ms", "check_detail": "Connection refused", "last_change_s": 42,
              "sessions": 0, "rate": 0},
             {**node, "name": "m3", "address": "127.0.8.12", "state": "DRAIN", "admin": "drain",
-             "removing": True, "sessions": 2, "source": ""}]}],
+             "removing": True, "sessions": 2, "origin": ""}]}],
         "unreachable": [],
     })
 

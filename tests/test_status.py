@@ -53,7 +53,8 @@ def test_node_entry_from_a_stat_row() -> None:
     assert entry == {"name": "m1", "address": "10.0.0.1", "port": 6443, "state": "DOWN",
                      "check": "L7STS/500 in 3ms", "last_change_s": 12, "sessions": 4,
                      "admin": "ready", "check_detail": "Internal Server Error",
-                     "removing": False, "weight": 100, "rate": 7, "source": ""}
+                     "removing": False, "weight": 100, "rate": 7, "source": "static",
+                     "origin": ""}
     unknown = NodeStatus.of("m1", "10.0.0.1", 6443, None)
     assert unknown.state == "UNKNOWN" and unknown.sessions is None
 

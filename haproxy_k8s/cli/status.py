@@ -53,7 +53,10 @@ def collect(paths: StatePaths, config_dir: Path) -> tuple[StatusDocument, int]:
     daemon = _daemon(paths, saved, unreachable)
     haproxy = _haproxy(paths, saved, unreachable)
     rows = _stats(paths, unreachable)
-    doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable)
+    # Discovery state is the daemon's to know: as it last saved it.
+    discovery = {c.name: c.discovery for c in saved.clusters if c.discovery} if saved else {}
+    doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable,
+                discovery=discovery)
     if saved is not None:
         # [vip] role and config hashes: as the daemon last wrote them (it rewrites
         # status.json on every VRRP transition).
@@ -157,15 +160,21 @@ def _shape_of_rows(rows: StatRows) -> list[ClusterShape]:
 # -- the table ------------------------------------------------------------------------------
 HEADER = ("CLUSTER", "BIND", "NODE", "ADDRESS", "STATE", "LAST CHECK", "SINCE", "SESSIONS")
 # `-o wide`: what an operator asks next (why that weight? who set maint? how busy?).
-WIDE = ("WEIGHT", "ADMIN", "RATE", "CHECK DETAIL", "SOURCE")
+WIDE = ("WEIGHT", "ADMIN", "RATE", "CHECK DETAIL", "SOURCE", "ORIGIN")
 
 
 def format_table(doc: StatusDocument | dict[str, Any], wide: bool = False) -> str:
     """What an operator reads at a glance: who serves, who does not, and why."""
     d = doc if isinstance(doc, StatusDocument) else StatusDocument.from_json(doc)
-    lines = _header_lines(d)
+    lines = _header_lines(d) + _discovery_lines(d.clusters)
     lines.append("")
-    lines += _align([HEADER + (WIDE if wide else ()), *_node_rows(d.clusters, wide)])
+    rows = [HEADER + (WIDE if wide else ()), *_node_rows(d.clusters, wide)]
+    # A SOURCE column only where discovery adds nodes: static setups read as before
+    # (`-o wide` always has it).
+    if not wide and any(n.source != "static" for c in d.clusters for n in c.nodes):
+        sources = [n.source for c in d.clusters for n in c.nodes]
+        rows = [(*row, source) for row, source in zip(rows, ["SOURCE", *sources], strict=True)]
+    lines += _align(rows)
     lines += ["", verdict(d)]
     return "\n".join(lines) + "\n"
 
@@ -200,6 +209,23 @@ def _header_lines(doc: StatusDocument) -> list[str]:
     return lines
 
 
+def _discovery_lines(clusters: list[ClusterStatus]) -> list[str]:
+    lines = []
+    for cluster in clusters:
+        d = cluster.discovery
+        if not d:
+            continue
+        text = (f"discovery: {cluster.name}: {d.get('state')}, {d.get('endpoints', 0)} endpoints, "
+                f"last sync {_dash(d.get('last_sync'))}, resourceVersion "
+                f"{_dash(d.get('resource_version'))}")
+        if d.get("via") == "nodes":
+            text += ", reaching the API at the nodes directly"
+        if d.get("last_error"):
+            text += f"; error: {d['last_error']} (at {d.get('last_error_at')})"
+        lines.append(text)
+    return lines
+
+
 def _node_rows(clusters: list[ClusterStatus], wide: bool = False) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for cluster in clusters:
@@ -212,7 +238,7 @@ def _node_rows(clusters: list[ClusterStatus], wide: bool = False) -> list[tuple[
                    _since(node.last_change_s), _dash(node.sessions))
             if wide:
                 row += (_dash(node.weight), node.admin, _dash(node.rate),
-                        _dash(node.check_detail), _dash(node.source))
+                        _dash(node.check_detail), node.source, _dash(node.origin))
             rows.append(row)
     return rows
 

@@ -28,6 +28,7 @@ from .model import (
     StatsSettings,
     WatchSettings,
 )
+from .schema_discovery import DISCOVERY_KEYS, discovery_fields
 from .values import (
     _CLUSTER_NAME,
     _DOTTED_NAME,
@@ -147,8 +148,9 @@ SECTION_KEYS: Mapping[str, frozenset[str]] = {
     "stats": _STATS_KEYS,
     "metrics": _STATS_KEYS,
     "watch": frozenset(_WATCH),
-    "cluster": frozenset(_CLUSTER_SETTINGS) | {"bind", "nodes"},
+    "cluster": frozenset(_CLUSTER_SETTINGS) | {"bind", "nodes", "discovery"},
     "node": _NODE_KEYS,
+    "discovery": DISCOVERY_KEYS,
 }
 
 
@@ -335,6 +337,7 @@ def _cluster(section: _Section, defaults: ClusterSettings) -> Cluster:
         binds=section.require("bind", _binds),
         nodes=_nodes(section),
         settings=settings,
+        **discovery_fields(section),  # after _nodes: every node is valid by then
     )
 
 

@@ -24,6 +24,7 @@ from ..config.model import Config, HaproxySettings
 from ..errors import ConfigError, HaproxyK8sError
 from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
+from ..sources.discovery import DiscoverySources, up_nodes_of
 from ..sources.files import FileSource
 from ..sources.secretfiles import SecretFiles, secret_files
 from ..vip.manager import VipManager
@@ -62,6 +63,9 @@ class Daemon:
         self.config_dir = config_dir
         self.files = FileSource(config_dir)
         self.node_sources = list(node_sources or [])
+        # Kubernetes discovery, one source per cluster that asks for it (synced on each load).
+        self.discovery = DiscoverySources(up_nodes_of(lambda: self.health))
+        self.node_sources.append(self.discovery)
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.state = DaemonState(pid=os.getpid())
         self.eventlog = EventLog()  # for `events`, `describe` and the journal
@@ -102,6 +106,7 @@ class Daemon:
     def desired(self) -> Config:
         """Every source's answer merged into one Config (raises ConfigError)."""
         base = self.files.load()
+        self.discovery.sync(base)
         sets = [s for source in self.node_sources for s in source.node_sets(base)]
         return merge_nodes(base, sets)
 

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import os
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ..config.model import Config
@@ -57,7 +58,9 @@ class StatusPublisher:
         shape = shape_of_config(config, d.files.source, d.applier.ops.removals()) \
             if config is not None else []
         rows = health.rows if health is not None and table is not None else None
-        doc = build(d.state.status(str(d.config_dir), running), haproxy, shape, rows)
+        discovery = {name: asdict(st) for name, st in d.discovery.statuses().items()}
+        doc = build(d.state.status(str(d.config_dir), running), haproxy, shape, rows,
+                    discovery=discovery)
         doc.daemon.held = held_view(d.hold)
         if d.vip is not None:
             fields = d.vip.status_fields(self.paths.config)

@@ -57,20 +57,21 @@ class NodeStatus:
     removing: bool = False
     weight: int | None = None  # HAProxy's effective weight
     rate: int | None = None  # sessions per second over the last second
-    source: str = ""  # where the node comes from: "conf.d/10-c.toml", "discovery"
+    source: str = "static"  # static (a drop-in) | kubernetes (discovery)
+    origin: str = ""  # which drop-in(s) set it ("conf.d/10-c.toml"), or "discovery"
 
     @classmethod
     def of(cls, name: str, address: str, port: int | None, row: StatRow | None,
-           removing: bool = False, source: str = "") -> NodeStatus:
+           removing: bool = False, source: str = "static", origin: str = "") -> NodeStatus:
         """A node as its `show stat` row (None: unknown) shows it."""
         if row is None:
-            return cls(name, address, port, removing=removing, source=source)
+            return cls(name, address, port, removing=removing, source=source, origin=origin)
         return cls(name, address, port, state=node_state(row), check=check_text(row),
                    last_change_s=row_int(row.get("lastchg")),
                    sessions=row_int(row.get("scur")), admin=admin_state(row),
                    check_detail=row.get("last_chk", ""), removing=removing,
                    weight=row_int(row.get("weight")), rate=row_int(row.get("rate")),
-                   source=source)
+                   source=source, origin=origin)
 
 
 @dataclass
@@ -78,6 +79,9 @@ class ClusterStatus:
     name: str
     bind: list[str]
     nodes: list[NodeStatus]
+    # Kubernetes discovery of this cluster (state, last_sync, resource_version,
+    # last_error, counters); None when the cluster has none.
+    discovery: dict[str, Any] | None = None
 
     @property
     def up(self) -> int:
@@ -89,7 +93,7 @@ class ClusterStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "bind": self.bind, "up": self.up, "total": self.total,
-                "nodes": [asdict(n) for n in self.nodes]}
+                "nodes": [asdict(n) for n in self.nodes], "discovery": self.discovery}
 
 
 @dataclass
@@ -187,9 +191,11 @@ def _daemon_from(data: Mapping[str, Any]) -> DaemonStatus:
 
 
 def _cluster_from(data: Mapping[str, Any]) -> ClusterStatus:
+    discovery = data.get("discovery")
     return ClusterStatus(str(data.get("name", "")), [str(b) for b in data.get("bind") or []],
                          [_known(NodeStatus, {"address": "", "port": None, **n})
-                          for n in data.get("nodes") or []])
+                          for n in data.get("nodes") or []],
+                         dict(discovery) if isinstance(discovery, Mapping) else None)
 
 
 # -- building it --------------------------------------------------------------------------
@@ -199,7 +205,8 @@ class NodeShape:
     address: str
     port: int | None
     removing: bool = False
-    source: str = ""
+    source: str = "static"
+    origin: str = ""
 
 
 @dataclass(frozen=True)
@@ -218,34 +225,39 @@ def shape_of_config(config: Config, origin: Callable[[str, str], str] | None = N
     for cluster, node in removals:
         gone.setdefault(cluster, []).append(node)
     return [ClusterShape(c.name, tuple(str(b) for b in c.binds), tuple(sorted(
-        [NodeShape(n.name, n.address, n.port, source=origin(c.name, n.name) if origin else "")
+        [NodeShape(n.name, n.address, n.port, source=n.source,
+                   origin=origin(c.name, n.name) if origin else "")
          for n in c.nodes]
-        + [NodeShape(n.name, n.address, n.port, removing=True)
+        + [NodeShape(n.name, n.address, n.port, removing=True, source=n.source)
            for n in gone.get(c.name, []) if c.node(n.name) is None],
         key=lambda shape: shape.name))) for c in config.clusters]
 
 
 def shape_of_saved(clusters: Iterable[ClusterStatus]) -> list[ClusterShape]:
     return [ClusterShape(c.name, tuple(c.bind),
-                         tuple(NodeShape(n.name, n.address, n.port, n.removing, n.source)
-                               for n in c.nodes))
+                         tuple(NodeShape(n.name, n.address, n.port, n.removing, n.source,
+                                         n.origin) for n in c.nodes))
             for c in clusters]
 
 
-def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None) -> list[ClusterStatus]:
+def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None,
+                     discovery: Mapping[str, dict[str, Any]] | None = None
+                     ) -> list[ClusterStatus]:
     """Each node's state from `show stat` rows; every node UNKNOWN without rows."""
     return [ClusterStatus(c.name, list(c.bind), [
         NodeStatus.of(n.name, n.address, n.port,
                       rows.get((backend_name(c.name), n.name)) if rows is not None else None,
-                      n.removing, n.source)
-        for n in c.nodes]) for c in shape]
+                      n.removing, n.source, n.origin)
+        for n in c.nodes], (discovery or {}).get(c.name)) for c in shape]
 
 
 def build(daemon: DaemonStatus, haproxy: HaproxyStatus, shape: Sequence[ClusterShape],
-          rows: StatRows | None, unreachable: Sequence[str] = ()) -> StatusDocument:
+          rows: StatRows | None, unreachable: Sequence[str] = (),
+          discovery: Mapping[str, dict[str, Any]] | None = None) -> StatusDocument:
     """The status document: the one function both the daemon and `status` call."""
     haproxy.reachable = rows is not None
-    return StatusDocument(daemon, haproxy, cluster_statuses(shape, rows), list(unreachable))
+    return StatusDocument(daemon, haproxy, cluster_statuses(shape, rows, discovery),
+                          list(unreachable))
 
 
 # -- reading it -------------------------------------------------------------------------
