@@ -61,7 +61,7 @@ def test_clusters_with_sni_share_a_bind() -> None:
     b = config.cluster("b")
     assert b is not None and b.sni == ("b.example.com", "*.b.example.com")
     assert own_binds(b, shared) == (Bind("127.0.8.1", 7443),)
-    assert config.cluster("a").sni_default is True  # type: ignore[union-attr]
+    assert config.cluster("a").sni_default is True
 
 
 def test_a_lone_cluster_may_name_sni_and_keeps_its_own_frontend() -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..config.model import Config
 from ..errors import ConfigError, HaproxyK8sError
 from ..fileio import write_atomic
 from ..haproxy import render as render_mod
+from ..haproxy import sni
 from ..haproxy.check import CheckResult, check_config
 from ..haproxy.paths import StatePaths
 
@@ -47,14 +49,17 @@ def ensure_server_state_file(paths: StatePaths) -> None:
 
 
 def validate_candidate(text: str, paths: StatePaths, binary: str,
-                       env: dict[str, str] | None) -> CheckResult:
+                       env: dict[str, str] | None,
+                       maps: Mapping[Path, str] | None = None) -> CheckResult:
     """Write `text` as the candidate beside the live file and run `haproxy -c` on it.
 
     The candidate is removed when HAProxy refuses it, so only a validated
-    file can ever be published (renamed over haproxy.cfg).
+    file can ever be published (renamed over haproxy.cfg). The SNI `maps` it
+    reads are written first: their content is part of what is validated.
     """
     paths.ensure_root()
     ensure_server_state_file(paths)
+    sni.write_maps(maps or {})
     write_atomic(paths.candidate, text, mode=0o640)
     try:
         return check_config(binary, paths.candidate, env=env)
@@ -69,4 +74,5 @@ def dry_run(config: Config, *, promex: bool) -> CheckResult:
         # Sockets and the state file in the temp dir: nothing live is touched.
         paths = StatePaths(Path(tmp))
         text = render_mod.render(config, paths, promex=promex)
-        return validate_candidate(text, paths, config.haproxy.binary, haproxy_env(config))
+        return validate_candidate(text, paths, config.haproxy.binary, haproxy_env(config),
+                                  sni.map_files(config, paths))

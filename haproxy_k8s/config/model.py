@@ -217,6 +217,11 @@ class Cluster:
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
 
+    def server_ids(self, node: str) -> tuple[str, ...]:
+        """Every server that stands for `node`: its own, and its fail-open twin if any."""
+        own = server_id(self.name, node)
+        return (own, f"{self.failopen_backend}/{node}") if self.settings.fail_open else (own,)
+
 
 @dataclass(frozen=True)
 class StatsSettings:
