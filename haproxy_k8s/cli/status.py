@@ -149,7 +149,8 @@ def _shape_of_rows(rows: StatRows) -> list[ClusterShape]:
 
 
 # -- the table ------------------------------------------------------------------------------
-HEADER = ("CLUSTER", "BIND", "NODE", "ADDRESS", "STATE", "LAST CHECK", "SINCE", "SESSIONS")
+HEADER = ("CLUSTER", "BIND", "SNI", "NODE", "ADDRESS", "STATE", "LAST CHECK", "SINCE",
+          "SESSIONS")
 
 
 def format_table(doc: StatusDocument | dict[str, Any]) -> str:
@@ -193,10 +194,11 @@ def _node_rows(clusters: list[ClusterStatus]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for cluster in clusters:
         # Name, bind and the up count once per cluster: the eye finds the groups.
-        first = (f"{cluster.name} ({cluster.up}/{cluster.total} up)",
-                 ",".join(cluster.bind) or "-")
+        failing_open = ", FAIL-OPEN" if cluster.fail_open_active else ""
+        first = (f"{cluster.name} ({cluster.up}/{cluster.total} up{failing_open})",
+                 ",".join(cluster.bind) or "-", ",".join(cluster.sni) or "-")
         for i, node in enumerate(cluster.nodes):
-            rows.append((*(first if i == 0 else ("", "")), node.name,
+            rows.append((*(first if i == 0 else ("", "", "")), node.name,
                          f"{node.address}:{node.port}", node.state, _check(node),
                          _since(node.last_change_s), _dash(node.sessions)))
     return rows

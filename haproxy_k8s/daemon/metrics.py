@@ -43,6 +43,7 @@ class MetricsSnapshot:
     runtime_changes: int = 0
     haproxy_up: bool = False
     backend_servers: tuple[tuple[str, str, int], ...] = ()  # (cluster, state, count)
+    fail_open: tuple[tuple[str, bool], ...] = ()  # (cluster, failing open now)
 
 
 def snapshot_of(state: DaemonState, doc: StatusDocument) -> MetricsSnapshot:
@@ -58,6 +59,7 @@ def snapshot_of(state: DaemonState, doc: StatusDocument) -> MetricsSnapshot:
         runtime_changes=state.runtime_changes,
         haproxy_up=doc.haproxy.reachable,
         backend_servers=tuple((c, s, n) for (c, s), n in sorted(counts.items())),
+        fail_open=tuple((c.name, c.fail_open_active) for c in doc.clusters),
     )
 
 
@@ -94,6 +96,12 @@ class SnapshotCollector(Collector):
                                 "Whether HAProxy answers on its sockets (1) or not (0)",
                                 value=1 if s.haproxy_up else 0)
         yield _backend_servers(s)
+        fail_open = GaugeMetricFamily(
+            "haproxy_k8s_cluster_fail_open", "1 while a cluster has no UP node and serves "
+            "from its unchecked enabled nodes (fail_open)", labels=["cluster"])
+        for cluster, active in s.fail_open:
+            fail_open.add_metric([cluster], int(active))
+        yield fail_open
 
 
 def _backend_servers(s: MetricsSnapshot) -> GaugeMetricFamily:

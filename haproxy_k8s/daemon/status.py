@@ -69,10 +69,18 @@ class ClusterStatus:
     name: str
     bind: list[str]
     nodes: list[NodeStatus]
+    sni: list[str] = field(default_factory=list)  # hostnames routed to it on shared binds
+    fail_open: bool = False  # configured: serve from every enabled node while none is UP
 
     @property
     def up(self) -> int:
         return sum(1 for n in self.nodes if n.state == "UP")
+
+    @property
+    def fail_open_active(self) -> bool:
+        """No node UP, and HAProxy serves from the enabled (not drained or maint) ones."""
+        return self.fail_open and self.up == 0 and any(
+            n.admin == "ready" and n.state != "UNKNOWN" for n in self.nodes)
 
     @property
     def total(self) -> int:
@@ -80,7 +88,8 @@ class ClusterStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "bind": self.bind, "up": self.up, "total": self.total,
-                "nodes": [asdict(n) for n in self.nodes]}
+                "nodes": [asdict(n) for n in self.nodes], "sni": list(self.sni),
+                "fail_open": self.fail_open, "fail_open_active": self.fail_open_active}
 
 
 @dataclass
@@ -165,7 +174,8 @@ def _daemon_from(data: Mapping[str, Any]) -> DaemonStatus:
 def _cluster_from(data: Mapping[str, Any]) -> ClusterStatus:
     return ClusterStatus(str(data.get("name", "")), [str(b) for b in data.get("bind") or []],
                          [_known(NodeStatus, {"address": "", "port": None, **n})
-                          for n in data.get("nodes") or []])
+                          for n in data.get("nodes") or []],
+                         [str(h) for h in data.get("sni") or []], bool(data.get("fail_open")))
 
 
 # -- building it --------------------------------------------------------------------------
@@ -183,17 +193,21 @@ class ClusterShape:
     name: str
     bind: tuple[str, ...]
     nodes: tuple[NodeShape, ...]
+    sni: tuple[str, ...] = ()
+    fail_open: bool = False
 
 
 def shape_of_config(config: Config) -> list[ClusterShape]:
     return [ClusterShape(c.name, tuple(str(b) for b in c.binds),
-                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes))
+                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes),
+                         c.sni, c.settings.fail_open)
             for c in config.clusters]
 
 
 def shape_of_saved(clusters: Iterable[ClusterStatus]) -> list[ClusterShape]:
     return [ClusterShape(c.name, tuple(c.bind),
-                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes))
+                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes),
+                         tuple(c.sni), c.fail_open)
             for c in clusters]
 
 
@@ -202,7 +216,7 @@ def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None) -> li
     return [ClusterStatus(c.name, list(c.bind), [
         NodeStatus.of(n.name, n.address, n.port,
                       rows.get((backend_name(c.name), n.name)) if rows is not None else None)
-        for n in c.nodes]) for c in shape]
+        for n in c.nodes], list(c.sni), c.fail_open) for c in shape]
 
 
 def build(daemon: DaemonStatus, haproxy: HaproxyStatus, shape: Sequence[ClusterShape],
@@ -242,7 +256,8 @@ def verdict(doc: StatusDocument | Mapping[str, Any]) -> str:
         sources = [p.split(":", 1)[0] for p in d.unreachable]
         return f"unknown: cannot reach {', '.join(sources) or 'HAProxy'}"
     if code == EXIT_CLUSTER_DOWN:
-        down = [c.name for c in d.clusters if c.up == 0]
+        down = [c.name + (" (FAIL-OPEN: serving from unchecked nodes)"
+                          if c.fail_open_active else "") for c in d.clusters if c.up == 0]
         return f"down: no UP node in {', '.join(down)}"
     if code == EXIT_DEGRADED:
         parts = [f"{c.name} {c.up}/{c.total} up" for c in d.clusters if c.up < c.total]
