@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pytest
 from conftest import StandInFactory
-from daemonutil import BALANCER, DaemonProcess, cli
+from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
 from helpers import free_port, https_get, require_tool, wait_until
 
 from haproxy_k8s.demo.standin import StandIn
-from testkit.configdir import ConfigDir
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
 
@@ -41,6 +40,8 @@ class Shared:
             bind = ["{bind}"]
             sni = {c0_sni}
             sni_default = {"true" if default else "false"}
+            # The shared frontend waits as long as its most patient cluster.
+            sni_inspect_delay = "{int(INSPECT_DELAY * 1000)}ms"
             [clusters.cluster-0.nodes.a1]
             address = "{a.host}"
             port = {a.port}
@@ -97,10 +98,7 @@ def node_without_sni(port: int) -> str:
 
 @pytest.fixture
 def shared(short_tmp: Path, standin_factory: StandInFactory) -> Iterator[Shared]:
-    config = ConfigDir(short_tmp, check="https", defaults=f"""\
-        sni_inspect_delay = "{int(INSPECT_DELAY * 1000)}ms"
-        check_interval = "500ms"
-        """, extra_main='[watch]\ndebounce = "50ms"\n')
+    config = ConfigDir(short_tmp, check="https", debounce="50ms")
     nodes = {"a1": standin_factory("a1"), "b1": standin_factory("b1")}
     setup = Shared(config, DaemonProcess(config), free_port(BALANCER), nodes)
     setup.write('["cluster-0.example"]', '["cluster-1.example", "*.c1.example"]')
