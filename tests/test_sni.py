@@ -48,6 +48,7 @@ class Shared:
             [clusters.cluster-1]
             bind = ["{bind}"]
             sni = {c1_sni}
+            sni_inspect_delay = "{int(INSPECT_DELAY * 1000)}ms"
             [clusters.cluster-1.nodes.b1]
             address = "{b.host}"
             port = {b.port}
