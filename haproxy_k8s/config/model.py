@@ -117,7 +117,7 @@ class HaproxySettings:
     server_state: bool = True
     # `max-spread-checks`: bounds when a node added at runtime gets its first
     # check (and how long the first checks after a start are spread over).
-    max_spread_checks_ms: int = 100
+    max_spread_checks_ms: int = 50
 
 
 @dataclass(frozen=True)
