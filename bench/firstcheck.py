@@ -88,6 +88,13 @@ def until(predicate: object, timeout: float) -> float | None:
     return None
 
 
+def wait_gone(port: int, node: str, timeout: float) -> None:
+    """Until 50 probes in a row did not reach `node`."""
+    deadline, streak = time.monotonic() + timeout, 0
+    while streak < 50 and time.monotonic() < deadline:
+        streak = 0 if tls_node(port) == node else streak + 1
+
+
 def measure(system: Ours, port: int, new: StandIn, bad: StandIn, rounds: int
             ) -> dict[str, object]:
     latencies: list[float] = []
@@ -102,13 +109,7 @@ def measure(system: Ours, port: int, new: StandIn, bad: StandIn, rounds: int
             latencies.append((hit - t0) * 1000)
         applies.append(float(system.last_apply().get("seconds", 0)) * 1000)
         system.remove("20-new.toml")
-        # Gone: 50 probes in a row without it.
-        streak = [0]
-
-        def quiet() -> bool:
-            streak[0] = 0 if tls_node(port) == "new" else streak[0] + 1
-            return streak[0] >= 50
-        until(quiet, 15)
+        wait_gone(port, "new", 15)
     bad_clients = 0
     for i in range(3):
         system.write("30-bad.toml", node_toml(f"b{i}", bad))
