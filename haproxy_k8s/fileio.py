@@ -15,9 +15,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: str | bytes, mode: int = 0o644,
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o640,
                  *, durable: bool = True) -> None:
     """Write `data` to a temp file beside `path`, fsync it, and rename over `path`.
+
+    Every caller writes into the state dir, whose files are the service's and its group's
+    only (the unit's UMask=0027 says the same; an explicit chmod would otherwise override it).
 
     `durable=False` skips the fsyncs, for files that only need to be whole
     (status.json, rewritten often, is rebuilt after a crash anyway).

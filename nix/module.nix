@@ -335,6 +335,9 @@ in
         ProtectHome = true;
         PrivateTmp = true;
         PrivateDevices = true;
+        # [vip] only: the daemon holds keepalived's tracked tun link open (docs/ha-pair.md).
+        BindPaths = "-/dev/net/tun";
+        DeviceAllow = "/dev/net/tun rw";
         PrivateMounts = true;
         ProtectKernelTunables = true;
         ProtectKernelModules = true;

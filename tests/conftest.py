@@ -20,6 +20,7 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))
 import psutil
 import pytest
 from helpers import require_tool, wait_until
+from notify import NotifySocket
 
 from haproxy_k8s.demo.certs import CertBundle, make_certs
 from haproxy_k8s.demo.standin import StandIn
@@ -193,3 +194,13 @@ def system_state_untouched() -> Iterator[None]:
     yield
     after = _system_state_dir()
     assert after == before, f"the test session changed the system state dir: {after}"
+
+
+@pytest.fixture
+def notify(short_tmp: Path) -> Iterator[NotifySocket]:
+    """A stand-in for systemd's notify socket (pass its path as NOTIFY_SOCKET)."""
+    sock = NotifySocket(short_tmp / "notify.sock")
+    try:
+        yield sock
+    finally:
+        sock.close()

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import pytest
 
+from testkit.load import RequestFailed
 from testkit.ports import free_port as free_port
 
 T = TypeVar("T")
@@ -148,3 +149,13 @@ def require_tool(name: str, hint: str, sbin: str = SYSTEM_PATH) -> str:
         pytest.skip(message)
     return path
 
+
+def version_over_tls(port: int) -> Callable[[], str]:
+    """One client request for the load: a fresh TLS connection, GET /version, expect 200."""
+    def get() -> str:
+        status, _ = https_get("127.0.8.1", port, "/version", timeout=5.0)
+        if status != 200:
+            raise RequestFailed(f"HTTP {status}")
+        return ""
+
+    return get

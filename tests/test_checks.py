@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,9 @@ from haproxy_k8s.config.model import Bind, CheckKind, Node, StatsSettings
 from haproxy_k8s.daemon.health import read_stats
 from haproxy_k8s.daemon.states import check_reason, node_state
 from haproxy_k8s.demo.certs import CertBundle, make_certs, make_client_cert
-from haproxy_k8s.errors import ValidationError
 from haproxy_k8s.haproxy.check import check_config, haproxy_version
 from haproxy_k8s.haproxy.paths import StatePaths
-from haproxy_k8s.haproxy.render import STATS_PASSWORD_ENV, render, server_params
+from haproxy_k8s.haproxy.render import render, server_params
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
 
@@ -112,25 +110,6 @@ def test_backend_carries_the_apiserver_settings(short_tmp: Path) -> None:
                  "option httpchk", "http-check send meth GET uri /readyz",
                  "http-check expect status 200", "option srvtcpka", "timeout server-fin 30s"]:
         assert line in backend
-
-
-def stats_config(binary: str, state_dir: Path) -> str:
-    stats = StatsSettings(bind=Bind("127.0.8.1", 18404), allow=("127.0.8.0/24",),
-                          user="admin", password_file="/etc/haproxy-k8s/stats.pw")
-    c = dataclasses.replace(cluster("c0", []), nodes=(Node("m1", "127.0.8.10"),))
-    return render(config(binary, state_dir, [c], stats=stats), drop_privileges=False)
-
-
-def test_stats_password_never_rendered_and_required_by_haproxy(haproxy_bin: str,
-                                                               short_tmp: Path) -> None:
-    paths = StatePaths(short_tmp)
-    paths.config.write_text(stats_config(haproxy_bin, short_tmp))
-    assert f'stats auth admin:"${{{STATS_PASSWORD_ENV}}}"' in paths.config.read_text()
-    env = {k: v for k, v in os.environ.items() if k != STATS_PASSWORD_ENV}
-    # Without the password in its environment HAProxy would accept an empty one.
-    with pytest.raises(ValidationError, match="restart haproxy-k8s"):
-        check_config(haproxy_bin, paths.config, env=env)
-    check_config(haproxy_bin, paths.config, env={**env, STATS_PASSWORD_ENV: 'p:"$w'})
 
 
 def test_prometheus_exporter_detected_and_optional(haproxy_bin: str, short_tmp: Path) -> None:

@@ -5,46 +5,15 @@ from __future__ import annotations
 import json
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import StandInFactory
 from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
 from helpers import free_port, http_get, wait_until
+from notify import NotifySocket
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
-
-
-class NotifySocket:
-    """What systemd listens on: collects every datagram the daemon sends."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-        self.messages: list[dict[str, str]] = []
-
-    def drain(self) -> list[dict[str, str]]:
-        while True:
-            try:
-                data = self.sock.recv(4096).decode()
-            except BlockingIOError:
-                return self.messages
-            self.messages.append(dict(line.split("=", 1) for line in data.splitlines()))
-
-    def seen(self, key: str, value: str | None = None) -> list[dict[str, str]]:
-        return [m for m in self.drain() if key in m and (value is None or m[key] == value)]
-
-
-@pytest.fixture
-def notify(short_tmp: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(short_tmp / "notify.sock")
-    try:
-        yield sock
-    finally:
-        sock.sock.close()
 
 
 def test_ready_reloading_status_and_watchdog(short_tmp: Path, notify: NotifySocket,
@@ -70,20 +39,6 @@ def test_ready_reloading_status_and_watchdog(short_tmp: Path, notify: NotifySock
     wait_until(lambda: notify.seen("STOPPING", "1"), 5.0)
 
 
-def _ready_message(notify: NotifySocket, timeout: float) -> dict[str, str]:
-    """Block until READY=1 arrives: the moment a unit ordered after ours would start."""
-    notify.sock.settimeout(timeout)
-    try:
-        while True:
-            data = notify.sock.recv(4096).decode()
-            message = dict(line.split("=", 1) for line in data.splitlines())
-            notify.messages.append(message)
-            if message.get("READY") == "1":
-                return message
-    finally:
-        notify.sock.setblocking(False)
-
-
 STARTS = 6
 
 
@@ -102,7 +57,7 @@ def test_every_endpoint_answers_the_instant_ready_arrives(
         daemon = DaemonProcess(config, NOTIFY_SOCKET=str(notify.path))
         assert daemon.start_unwaited() is daemon
         try:
-            _ready_message(notify, 20.0)
+            notify.wait_ready(20.0, after=start)
             assert http_get(BALANCER, port, "/version")[0] == 200, f"start {start}: balancer"
             stats = f"start {start}: stats page"
             assert http_get(BALANCER, config.stats_port, "/stats")[0] == 200, stats

@@ -307,7 +307,9 @@ def test_stats_page_allow_list_auth_and_prometheus(
     status, page = get(port, "/stats", ALLOWED_SOURCE, f"admin:{password}")
     assert status == 200 and b"be_cluster-0" in page
     assert lb.config.status_file()["haproxy"]["prometheus_exporter"] is True
-    status, metrics = get(port, "/metrics", ALLOWED_SOURCE)
+    # HAProxy's /metrics is behind the same password as the page (it was open before).
+    assert get(port, "/metrics", ALLOWED_SOURCE)[0] == 401
+    status, metrics = get(port, "/metrics", ALLOWED_SOURCE, f"admin:{password}")
     assert status == 200
     names = {f.name for f in text_string_to_metric_families(metrics.decode())}
     assert "haproxy_backend_active_servers" in names

@@ -155,6 +155,8 @@ def test_fail_open_twins_follow_every_change(fake: FakeRuntime) -> None:
     assert [c[1] for c in fake.changes() if c[0] == "set_addr"] == [S2, FO2]
     fake.calls.clear()
     ops.apply(changes(config(M1, moved, fail_open=True), config(M1, fail_open=True)), {})
+    assert [r.server for r in ops.pending.values() if r.node is not None] == [S2]  # status
+    ops.tick()
     # Both deleted; only the checked one had health checks to disable.
     assert [c for c in fake.changes() if c[0] in ("del_server", "disable_health")] == [
         ("disable_health", S2), ("del_server", S2), ("del_server", FO2)]
@@ -199,6 +201,7 @@ def test_removal_cuts_sessions_when_the_grace_period_is_over(fake: FakeRuntime) 
     fake.add(S2, M2.address, M2.port, sessions=3)
     ops = RuntimeOps(fake)
     ops.apply(changes(config(M1, M2, grace_ms=0), config(M1, grace_ms=0)), {})
+    ops.tick()  # the daemon's next round
     assert ("del_server", S2) in fake.changes() and not ops.pending
 
 
@@ -218,6 +221,7 @@ def test_a_refused_delete_is_retried_then_left_to_the_next_reload(fake: FakeRunt
     fake.refuse["del_server"] = "Only servers in maintenance mode can be deleted."
     ops = RuntimeOps(fake)
     ops.apply(changes(config(M1, M2), config(M1)), {})
+    ops.tick()  # the daemon's next round
     assert ops.pending[S2].attempts == 1
     for _ in range(18):
         ops.tick()
@@ -249,3 +253,27 @@ def test_mismatches_name_differences_and_strays_but_not_pending_removals(
 
 def test_change_kinds_are_the_plan_strings() -> None:
     assert [str(k) for k in ChangeKind] == ["add", "remove", "update"]
+
+
+def test_many_removals_cost_one_stat_read_per_tick_and_bounded_deletes(
+        fake: FakeRuntime) -> None:
+    """Removing thousands of nodes must not read `show stat` once per node (quadratic)
+    nor delete them all in one round of the main loop."""
+    from haproxy_k8s.apply.membership import DELETES_PER_TICK
+
+    nodes = [Node(f"n{i}", f"127.0.9.{i % 250 + 1}", 7000 + i, weight=50) for i in range(500)]
+    for node in nodes:
+        fake.add(f"be_c0/{node.name}", node.address, node.port)
+    ops = RuntimeOps(fake)
+    beats: list[int] = []
+    ops.heartbeat = lambda: beats.append(1)
+    ops.apply(changes(config(*nodes, grace_ms=0), config(grace_ms=0)), {})
+    assert sum(1 for call in fake.calls if call[0] == "show_stat") == 0
+    assert beats, "a long batch calls the heartbeat"
+    ops.tick()
+    deleted = sum(1 for call in fake.changes() if call[0] == "del_server")
+    assert deleted == DELETES_PER_TICK
+    assert sum(1 for call in fake.calls if call[0] == "show_stat") == 1
+    while ops.pending:
+        ops.tick()
+    assert sum(1 for call in fake.changes() if call[0] == "del_server") == 500

@@ -94,7 +94,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
      "did you mean 'check_interval'?"),
     ("unknown haproxy", {"haproxy": {"bin": "x"}}, "haproxy.bin", "did you mean 'binary'?"),
     ("unknown stats", {"stats": {"alow": []}}, "stats.alow", "did you mean 'allow'?"),
-    ("unknown metrics", {"metrics": {"allow": []}}, "metrics.allow", "unknown key 'allow'"),
+    ("unknown metrics", {"metrics": {"alow": []}}, "metrics.alow", "unknown key 'alow'"),
     ("unknown watch", {"watch": {"delay": "1s"}}, "watch.delay", "unknown key 'delay'"),
     ("unknown cluster", cluster(balanse="source"), "clusters.c0.balanse",
      "did you mean 'balance'?"),

@@ -60,9 +60,9 @@ def our_complaints(binary: str, unit: Path) -> list[str]:
 
 
 def verifiable_copy(directory: Path, extra: str = "") -> Path:
-    """The unit with ExecStart= on a binary that exists here (verify checks executability)."""
+    """The unit with ExecStart=/ExecReload= on a binary that exists here (verify checks that)."""
     true = shutil.which("true") or "/bin/true"
-    text = re.sub(r"(?m)^ExecStart=\S+", f"ExecStart={true}", UNIT.read_text())
+    text = re.sub(r"(?m)^(Exec(?:Start|Reload))=\S+", rf"\1={true}", UNIT.read_text())
     text = text.replace("[Service]\n", f"[Service]\n{extra}", 1)
     copy = directory / UNIT_NAME
     copy.write_text(text)
@@ -92,10 +92,13 @@ def test_verify_check_catches_a_bad_directive(systemd_analyze: str, tmp_path: Pa
     [
         ("Type", "notify"),
         ("ExecStart", "/usr/local/bin/haproxy-k8s run"),
-        ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        # Waits for the apply and fails with it; needs no /bin/kill.
+        ("ExecReload", "/usr/local/bin/haproxy-k8s reload"),
         # HAProxy must survive a crash or restart of the daemon, which then adopts it.
         ("KillMode", "process"),
         ("Restart", "on-failure"),
+        # A config error at start (EX_CONFIG) stops the unit instead of a restart loop.
+        ("RestartPreventExitStatus", "78"),
         ("WatchdogSec", "30s"),
         ("RuntimeDirectory", "haproxy-k8s"),
         ("RuntimeDirectoryPreserve", "yes"),
@@ -119,3 +122,29 @@ def test_unit_section_conflicts_with_debian_haproxy() -> None:
     assert re.search(r"(?m)^Conflicts=haproxy\.service$", unit)
     assert re.search(r"(?m)^After=network-online\.target$", unit)
     assert re.search(r"(?m)^Wants=network-online\.target$", unit)
+
+
+KEEPALIVED_UNITS = ("haproxy-k8s-keepalived.service", "haproxy-k8s-keepalived.path",
+                    "haproxy-k8s-keepalived-reload.service")
+
+
+def test_keepalived_units_verify_cleanly(systemd_analyze: str, tmp_path: Path) -> None:
+    # ExecStart= binaries must exist for verify: point them at `true` in a copy.
+    true = shutil.which("true") or "/bin/true"
+    for name in KEEPALIVED_UNITS:
+        text = (UNIT.parent / name).read_text()
+        text = re.sub(r"(?m)^(ExecStart(?:Pre)?=-?)\S+", rf"\g<1>{true}", text)
+        (tmp_path / name).write_text(text)
+    result = analyze(systemd_analyze, "verify", *KEEPALIVED_UNITS, cwd=tmp_path)
+    output = ANSI.sub("", result.stdout + result.stderr).splitlines()
+    assert [line for line in output if "haproxy-k8s" in line] == [], output
+
+
+def test_keepalived_unit_has_the_network_privileges_ours_lacks() -> None:
+    ours = service_section(UNIT.read_text())
+    theirs = service_section((UNIT.parent / KEEPALIVED_UNITS[0]).read_text())
+    assert "CAP_NET_ADMIN" in theirs["CapabilityBoundingSet"][0]
+    assert "CAP_NET_RAW" in theirs["CapabilityBoundingSet"][0]
+    assert "AF_NETLINK" in theirs["RestrictAddressFamilies"][0]
+    assert ours["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
+    assert "AF_NETLINK" not in ours["RestrictAddressFamilies"][0]

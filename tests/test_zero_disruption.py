@@ -6,30 +6,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import StandInFactory
 from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
-from helpers import free_port, https_get, wait_until
+from helpers import free_port, https_get, version_over_tls, wait_until
 
 from haproxy_k8s.demo.standin import StandIn
 from haproxy_k8s.haproxy.sockets import AdminSocket
-from testkit.load import Load, RequestFailed
+from testkit.load import Load
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
-
-
-def version_over_tls(port: int) -> Callable[[], str]:
-    """One client request for the load: a fresh TLS connection, GET /version, expect 200."""
-    def get() -> str:
-        status, _ = https_get(BALANCER, port, "/version", timeout=5.0)
-        if status != 200:
-            raise RequestFailed(f"HTTP {status}")
-        return ""
-
-    return get
 
 
 class Setup:

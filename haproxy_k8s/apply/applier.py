@@ -17,13 +17,15 @@ from ..config.model import AdminState, Config
 from ..errors import ConfigError, HaproxyK8sError, ProcessError, RuntimeApiError
 from ..fileio import publish, write_atomic
 from ..haproxy import render as render_mod
+from ..haproxy.binds import check_new_binds, running_binds
 from ..haproxy.master import HaproxyMaster
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import filter_servers_state
 from ..haproxy.runtime import RuntimeClient
+from ..haproxy.secrets import AuthFile, metrics_password, render_auth
 from ..haproxy.sni import map_files, maps_current, write_maps
 from . import operator as opstate
-from .candidate import haproxy_env, validate_candidate
+from .candidate import validate_candidate
 from .hostnames import sync_maps
 from .membership import RuntimeOps
 from .plan import Plan, PlanKind, make_plan
@@ -64,7 +66,10 @@ class Applier:
         self.binary = config.haproxy.binary
         self.promex = promex
         self.applied: Config | None = None  # the desired state HAProxy runs now
-        self.master = HaproxyMaster(self.binary, self.paths, haproxy_env(config))
+        self.attempted: Config | None = None  # the last one loaded, applied or not
+        self.metrics_password: str | None = None  # for the daemon's metrics endpoint
+        self.auth = AuthFile(self.paths)
+        self.master = HaproxyMaster(self.binary, self.paths)
         self.admin = RuntimeClient(self.paths.admin_socket)
         self.ops = RuntimeOps(self.admin)
 
@@ -88,32 +93,41 @@ class Applier:
     def start_from_published(self) -> None:
         """Serve the last published config (used when the drop-ins are broken at start)."""
         self.master.start()
-        write_atomic(self.paths.last_good, self.paths.config.read_bytes())
+        write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
 
     # -- pipeline ----------------------------------------------------------
     def _apply(self, config: Config) -> ApplyOutcome:
+        self.attempted = config
         self._check_fixed_settings(config)
         text = render_mod.render(config, self.paths, promex=self.promex)
+        # Reads stats.password_file every time: a bad one is refused, a new one reloads.
+        auth = render_auth(config)
+        self.metrics_password = metrics_password(config)
+        auth_changed = self.auth.differs(auth)
         maps = map_files(config, self.paths)
-        if self.master.alive() and self._published_text() == text and maps_current(maps):
+        if self.master.alive() and not auth_changed and self._published_text() == text \
+                and maps_current(maps):
             self.applied = config
             return ApplyOutcome(ApplyAction.NOOP, reason="no change")
         try:
-            validate_candidate(text, self.paths, self.binary, self.master.env, maps)
+            validate_candidate(text, auth, self.paths, self.binary, maps)
+            # Before HAProxy tries a new bind: its failure would pause every listener.
+            check_new_binds(config, running_binds(self.paths))
         except HaproxyK8sError:
-            self._restore_maps()
+            self._restore_maps()  # written for the candidate; HAProxy runs the old ones
             raise
         if not self.master.alive():
             return self._start(config)
         plan = make_plan(self.applied, config)
-        if plan.kind is PlanKind.RUNTIME:
+        if plan.kind is PlanKind.RUNTIME and not auth_changed:
             try:
                 return self._apply_runtime(config, plan)
             except RuntimeApiError as e:
                 log.warning("runtime change failed, reloading instead: %s", e)
                 plan = dataclasses.replace(plan, reason=f"runtime change failed: {e}")
         outcome = self._reload(config)
-        outcome.reason = f"{plan.reason}; {outcome.reason}" if outcome.reason else plan.reason
+        why = plan.reason if plan.kind is PlanKind.RELOAD else "stats password changed"
+        outcome.reason = f"{why}; {outcome.reason}" if outcome.reason else why
         return outcome
 
     def _apply_runtime(self, config: Config, plan: Plan) -> ApplyOutcome:
@@ -129,8 +143,8 @@ class Applier:
         problems = self.ops.mismatches(config)
         if problems:
             raise RuntimeApiError("state read back differs: " + "; ".join(problems))
-        publish(self.paths.candidate, self.paths.config)
-        write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
+        self._publish()
+        self._keep_good()
         self.applied = config
         what = [c.describe() for c in changes] + [f"sni {c}" for c in plan.hostnames]
         return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(what),
@@ -152,17 +166,25 @@ class Applier:
         except OSError:
             return None
 
-    def _start(self, config: Config) -> ApplyOutcome:
+    def _publish(self) -> None:
         publish(self.paths.candidate, self.paths.config)
-        self.master.start()
+        self.auth.publish()
+
+    def _keep_good(self) -> None:
         write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
+        self.auth.keep_good()
+
+    def _start(self, config: Config) -> ApplyOutcome:
+        self._publish()
+        self.master.start()
+        self._keep_good()
         self.applied = config
         self.reapply_admin_states()
         return ApplyOutcome(ApplyAction.START, reason="HAProxy was not running")
 
     def _reload(self, config: Config) -> ApplyOutcome:
         self._save_server_state(config)
-        publish(self.paths.candidate, self.paths.config)
+        self._publish()
         try:
             result = self.master.reload()
         except HaproxyK8sError:
@@ -172,7 +194,7 @@ class Applier:
             raise
         self.ops.forget_pending()
         if result.ok:
-            write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
+            self._keep_good()
             self.applied = config
             self.reapply_admin_states()
             return ApplyOutcome(ApplyAction.RELOAD)
@@ -191,6 +213,7 @@ class Applier:
 
     def _restore_last_good(self) -> None:
         write_atomic(self.paths.config, self.paths.last_good.read_bytes(), mode=0o640)
+        self.auth.restore_good()
         self._restore_maps()
 
     def _restore_maps(self) -> None:

@@ -6,36 +6,18 @@ it in a temporary state dir, so it touches no file of a running balancer.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..config.model import Config
-from ..errors import ConfigError, HaproxyK8sError
+from ..errors import HaproxyK8sError
 from ..fileio import write_atomic
 from ..haproxy import render as render_mod
 from ..haproxy import sni
 from ..haproxy.check import CheckResult, check_config
 from ..haproxy.paths import StatePaths
-
-
-def haproxy_env(config: Config) -> dict[str, str]:
-    """HAProxy's environment: ours, plus the stats password read from its file."""
-    env = dict(os.environ)
-    pw_file = config.stats.password_file
-    if pw_file:
-        try:
-            password = Path(pw_file).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"cannot read the password file: {e.strerror}",
-                              file=pw_file, key="stats.password_file") from e
-        if not password:
-            # HAProxy would take an empty password as "no password needed".
-            raise ConfigError("the password file is empty", file=pw_file,
-                              key="stats.password_file")
-        env[render_mod.STATS_PASSWORD_ENV] = password
-    return env
+from ..haproxy.secrets import AuthFile, render_auth
 
 
 def ensure_server_state_file(paths: StatePaths) -> None:
@@ -48,10 +30,10 @@ def ensure_server_state_file(paths: StatePaths) -> None:
         write_atomic(paths.server_state, "1\n", mode=0o640)
 
 
-def validate_candidate(text: str, paths: StatePaths, binary: str,
-                       env: dict[str, str] | None,
+def validate_candidate(text: str, auth: str, paths: StatePaths, binary: str,
                        maps: Mapping[Path, str] | None = None) -> CheckResult:
-    """Write `text` as the candidate beside the live file and run `haproxy -c` on it.
+    """Write `text` (and the stats userlist `auth`) as candidates beside the live
+    files and run `haproxy -c` on them, as the master reads them.
 
     The candidate is removed when HAProxy refuses it, so only a validated
     file can ever be published (renamed over haproxy.cfg). The SNI `maps` it
@@ -61,8 +43,10 @@ def validate_candidate(text: str, paths: StatePaths, binary: str,
     ensure_server_state_file(paths)
     sni.write_maps(maps or {})
     write_atomic(paths.candidate, text, mode=0o640)
+    auth_file = AuthFile(paths)
+    auth_file.write_candidate(auth)
     try:
-        return check_config(binary, paths.candidate, env=env)
+        return check_config(binary, paths.candidate, also=[auth_file.candidate])
     except HaproxyK8sError:
         paths.candidate.unlink(missing_ok=True)
         raise
@@ -74,5 +58,5 @@ def dry_run(config: Config, *, promex: bool) -> CheckResult:
         # Sockets and the state file in the temp dir: nothing live is touched.
         paths = StatePaths(Path(tmp))
         text = render_mod.render(config, paths, promex=promex)
-        return validate_candidate(text, paths, config.haproxy.binary, haproxy_env(config),
+        return validate_candidate(text, render_auth(config), paths, config.haproxy.binary,
                                   sni.map_files(config, paths))

@@ -40,6 +40,8 @@ from ..haproxy.master import read_pid
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import MasterClient
+from ..vip.view import vip_lines
+from .common import error_line
 
 SOCKET_TIMEOUT = 2.0
 
@@ -52,6 +54,10 @@ def collect(paths: StatePaths, config_dir: Path) -> tuple[StatusDocument, int]:
     haproxy = _haproxy(paths, saved, unreachable)
     rows = _stats(paths, unreachable)
     doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable)
+    if saved is not None:
+        # [vip] role and config hashes: as the daemon last wrote them (it rewrites
+        # status.json on every VRRP transition).
+        doc.vip, doc.config = saved.vip, saved.config
     return doc, exit_code(doc)
 
 
@@ -151,14 +157,16 @@ def _shape_of_rows(rows: StatRows) -> list[ClusterShape]:
 # -- the table ------------------------------------------------------------------------------
 HEADER = ("CLUSTER", "BIND", "SNI", "NODE", "ADDRESS", "STATE", "LAST CHECK", "SINCE",
           "SESSIONS")
+# `-o wide`: what an operator asks next (why that weight? who set maint? how busy?).
+WIDE = ("WEIGHT", "ADMIN", "RATE", "CHECK DETAIL", "SOURCE")
 
 
-def format_table(doc: StatusDocument | dict[str, Any]) -> str:
+def format_table(doc: StatusDocument | dict[str, Any], wide: bool = False) -> str:
     """What an operator reads at a glance: who serves, who does not, and why."""
     d = doc if isinstance(doc, StatusDocument) else StatusDocument.from_json(doc)
     lines = _header_lines(d)
     lines.append("")
-    lines += _align([HEADER, *_node_rows(d.clusters)])
+    lines += _align([HEADER + (WIDE if wide else ()), *_node_rows(d.clusters, wide)])
     lines += ["", verdict(d)]
     return "\n".join(lines) + "\n"
 
@@ -179,18 +187,18 @@ def _header_lines(doc: StatusDocument) -> list[str]:
         lines.append("note:     this HAProxy has no Prometheus exporter: stats /metrics is off")
     error = daemon.last_error
     if error:
-        where = f"{error.get('file')}: " if error.get("file") else ""
-        lines.append(f"error:    {where}{error.get('message')} (at {error.get('at')})")
+        lines.append(f"error:    {error_line(error)} (at {error.get('at')})")
     # The last apply that did something: why HAProxy runs what it runs.
     last = next((r for r in reversed(daemon.history) if r.action != "noop"), None)
     if last is not None:
         why = f" ({last.plan})" if last.plan else ""
         lines.append(f"last:     {last.action}{why} on {last.reason}, {last.at}")
+    lines += vip_lines({"vip": doc.vip})
     lines += [f"unreachable: {problem}" for problem in doc.unreachable]
     return lines
 
 
-def _node_rows(clusters: list[ClusterStatus]) -> list[tuple[str, ...]]:
+def _node_rows(clusters: list[ClusterStatus], wide: bool = False) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for cluster in clusters:
         # Name, bind and the up count once per cluster: the eye finds the groups.
@@ -198,10 +206,19 @@ def _node_rows(clusters: list[ClusterStatus]) -> list[tuple[str, ...]]:
         first = (f"{cluster.name} ({cluster.up}/{cluster.total} up{failing_open})",
                  ",".join(cluster.bind) or "-", ",".join(cluster.sni) or "-")
         for i, node in enumerate(cluster.nodes):
-            rows.append((*(first if i == 0 else ("", "", "")), node.name,
-                         f"{node.address}:{node.port}", node.state, _check(node),
-                         _since(node.last_change_s), _dash(node.sessions)))
+            row: tuple[str, ...] = (*(first if i == 0 else ("", "", "")), node.name,
+                   f"{node.address}:{node.port}", _state(node), _check(node),
+                   _since(node.last_change_s), _dash(node.sessions))
+            if wide:
+                row += (_dash(node.weight), node.admin, _dash(node.rate),
+                        _dash(node.check_detail), _dash(node.source))
+            rows.append(row)
     return rows
+
+
+def _state(node: NodeStatus) -> str:
+    # A node deleted from the config keeps its clients until they leave.
+    return f"{node.state} (removing)" if node.removing else node.state
 
 
 def _check(node: NodeStatus) -> str:

@@ -7,8 +7,11 @@ planner can be tested on values alone. Durations are kept in milliseconds.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from ..vip.model import VipSettings
 
 DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
 DEFAULT_STATE_DIR = "/run/haproxy-k8s"
@@ -233,7 +236,12 @@ class StatsSettings:
 
 @dataclass(frozen=True)
 class MetricsSettings:
+    """The daemon's own metrics endpoint: the same allowlist/auth model as stats."""
+
     bind: Bind | None = Bind("127.0.0.1", 9404)
+    allow: tuple[str, ...] = ("127.0.0.0/8",)  # CIDRs, normalised
+    user: str | None = None  # basic auth, with the password from `password_file`
+    password_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +262,11 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
     clusters: tuple[Cluster, ...] = ()  # sorted by name
+    # Which drop-in set each bind key (`clusters.NAME.bind`, `stats.bind`), for
+    # errors found after the schema (a port another process holds). Not part
+    # of the desired state: moving a bind to another file changes nothing.
+    bind_files: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    vip: VipSettings | None = None  # keepalived-driven virtual IP (vip/)
 
     def cluster(self, name: str) -> Cluster | None:
         return next((c for c in self.clusters if c.name == name), None)

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from ..vip.model import VipSettings
 from . import sni
 from .binds import check_bind_conflicts
 from .model import (
@@ -145,11 +146,11 @@ _NODE_KEYS = frozenset({"address", "port", "weight", "backup", "enabled"})
 #: Every key the schema knows, by table ("" is the top level, "cluster" a
 #: `[clusters.NAME]` table, "node" a `[clusters.NAME.nodes.NODE]` table).
 SECTION_KEYS: Mapping[str, frozenset[str]] = {
-    "": frozenset({"haproxy", "defaults", "stats", "metrics", "watch", "clusters"}),
+    "": frozenset({"haproxy", "defaults", "stats", "metrics", "watch", "clusters", "vip"}),
     "haproxy": frozenset(_HAPROXY),
     "defaults": frozenset(_CLUSTER_SETTINGS),
     "stats": _STATS_KEYS,
-    "metrics": frozenset({"bind"}),
+    "metrics": _STATS_KEYS,
     "watch": frozenset(_WATCH),
     "cluster": frozenset(_CLUSTER_SETTINGS) | {"bind", "nodes", "sni", "sni_default"},
     "node": _NODE_KEYS,
@@ -231,10 +232,24 @@ def build_config(raw: Mapping[str, Any], provenance: Provenance) -> Config:
         metrics=_metrics(root.table("metrics")),
         watch=_watch(root.table("watch")),
         clusters=_clusters(root.table("clusters"), defaults),
+        vip=_vip(root.table("vip")),
     )
     check_bind_conflicts(config, provenance)
     sni.check_shared_binds(config, provenance)
-    return config
+    return dataclasses.replace(config, bind_files=_bind_files(config, provenance))
+
+
+def _bind_files(config: Config, prov: Provenance) -> dict[str, str]:
+    paths = [("stats", "bind"), *(("clusters", c.name, "bind") for c in config.clusters)]
+    return {dotted_key(path): file for path in paths
+            if (file := prov.get(path)) is not None}
+
+
+def _vip(section: _Section) -> VipSettings | None:
+    # Imported here: vip.schema builds on this module's parsers.
+    from ..vip.schema import build_vip
+
+    return build_vip(section)
 
 
 def _haproxy(section: _Section) -> HaproxySettings:
@@ -247,26 +262,33 @@ def _defaults(section: _Section) -> ClusterSettings:
     return dataclasses.replace(ClusterSettings(), **section.fields(_CLUSTER_SETTINGS))
 
 
-def _stats(section: _Section) -> StatsSettings:
-    section.check_keys("stats")
-    base = StatsSettings()
-    stats = StatsSettings(
+_Guarded = TypeVar("_Guarded", StatsSettings, MetricsSettings)
+
+
+def _guarded(section: _Section, base: _Guarded) -> _Guarded:
+    """[stats] and [metrics]: a bind, who may connect, and optional basic auth."""
+    section.check_keys(section.name)
+    guarded = dataclasses.replace(
+        base,
         bind=section.get("bind", _optional_bind, base.bind),
         allow=section.get("allow", _cidrs, base.allow),
         user=section.get("user", _optional_name, base.user),
         password_file=section.get("password_file", _optional_abs_path, base.password_file),
     )
     # Half of basic auth is a mistake either way: an open page or a useless file.
-    if stats.user and not stats.password_file:
+    if guarded.user and not guarded.password_file:
         raise section.error("needs password_file as well", "user")
-    if stats.password_file and not stats.user:
+    if guarded.password_file and not guarded.user:
         raise section.error("needs user as well", "password_file")
-    return stats
+    return guarded
+
+
+def _stats(section: _Section) -> StatsSettings:
+    return _guarded(section, StatsSettings())
 
 
 def _metrics(section: _Section) -> MetricsSettings:
-    section.check_keys("metrics")
-    return MetricsSettings(bind=section.get("bind", _optional_bind, MetricsSettings().bind))
+    return _guarded(section, MetricsSettings())
 
 
 def _watch(section: _Section) -> WatchSettings:

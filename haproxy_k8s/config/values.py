@@ -266,7 +266,7 @@ def _cidrs(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise _Invalid(f"expected a list of CIDRs, got {_show(value)}")
     if not value:
-        raise _Invalid("an empty list locks everyone out; set stats.bind = \"\" to disable stats")
+        raise _Invalid("an empty list locks everyone out; set bind = \"\" to turn it off")
     return tuple(_cidr(item) for item in value)
 
 

@@ -25,9 +25,14 @@ from ..errors import ConfigError, HaproxyK8sError, ValidationError
 from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.files import FileSource
+from ..sources.secretfiles import SecretFiles, secret_files
+from ..vip.manager import VipManager
+from ..vip.metrics import VipCollector
+from . import inspect, reexec
 from .backoff import Backoff
 from .control import ControlServer, Request
 from .debounce import Debouncer
+from .events import EventLog
 from .health import HealthPoller, poll_interval
 from .lock import StateDirLock
 from .publisher import StatusPublisher
@@ -45,7 +50,8 @@ MAX_BACKOFF = 30.0
 @dataclass(frozen=True)
 class Event:
     # changed (a write may be in progress) | written (a file is whole again) |
-    # apply | stop | health (a node changed state) | control (a CLI request)
+    # apply | stop | health (a node changed state) | control (a CLI request) |
+    # reexec (replace our code, keep HAProxy)
     kind: str
     detail: str = ""
     request: Request | None = None
@@ -58,6 +64,7 @@ class Daemon:
         self.node_sources = list(node_sources or [])
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.state = DaemonState(pid=os.getpid())
+        self.eventlog = EventLog()  # for `events`, `describe` and the journal
         self.applier: Applier | None = None
         self.version, self.promex = "unknown", True
         self._restarts = Backoff(1.0, MAX_BACKOFF)  # of the HAProxy master
@@ -72,6 +79,9 @@ class Daemon:
         self._ready = False
         self._next_supervise = 0.0
         self.on_ready: Callable[[], None] | None = None  # called once, at READY
+        self._secret_files = SecretFiles()
+        self.vip: VipManager | None = None  # [vip]: keepalived, set up by start()
+        self._reexec = False  # the loop ended on SIGUSR2: exec the new code, keep HAProxy
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -100,18 +110,28 @@ class Daemon:
         self.lock = StateDirLock(Path(config.haproxy.state_dir))
         self.lock.acquire()
         self.applier = Applier(config, promex=self._detect(config))
+        # Thousands of runtime changes in one apply must not starve the watchdog.
+        self.applier.ops.heartbeat = lambda: self._ping_watchdog(time.monotonic())
         # A transition wakes the main loop, so status.json follows it at once.
-        self.health = HealthPoller(self.applier.paths.admin_socket,
-                                   on_change=lambda: self.post("health"))
+        self.health = HealthPoller(
+            self.applier.paths.admin_socket, on_change=lambda: self.post("health"),
+            on_transition=lambda *change: inspect.record_transition(self, *change))
         self.publisher = StatusPublisher(self)
+        self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
+        self.publisher.metrics.registry.register(VipCollector(self.vip))
         adopted = self.applier.master.adopt()
         if adopted is not None:
             self.state.generation = 1
         if error is not None:
             self._serve_last_good(error, adopted is not None)
-        self.apply("start")
+        outcome = self.apply("start")
+        if not self.applier.master.alive() and isinstance(outcome.error, ConfigError):
+            # Not only broken drop-ins: an unreadable password file, a taken port.
+            self._serve_last_good(outcome.error, adopted is not None)
         if not self.applier.master.alive():
-            raise HaproxyK8sError(self._error_text() or "HAProxy could not be started")
+            # The failed apply's event (logged just above) has the whole error.
+            raise HaproxyK8sError("HAProxy could not be started; the error is logged above"
+                                  if self._error_text() else "HAProxy could not be started")
 
     def _initial_config(self) -> tuple[Config, HaproxyK8sError | None]:
         try:
@@ -174,12 +194,16 @@ class Daemon:
         self.state.applies += 1
         if self._ready:
             self.notifier.reloading()
+        before = self.applier.applied
         try:
             outcome = self.applier.apply(self.desired())
         except ConfigError as e:
             outcome = ApplyOutcome(ApplyAction.ERROR, e, reason="the config is invalid")
         self._record(outcome, reason)
+        inspect.record_apply(self, outcome, reason, before)
         self._refresh_config_settings()
+        if self.vip is not None:
+            self.vip.configure(self.applier.applied)
         if self._ready:
             self.publisher.write()
             if self.applier.master.alive():
@@ -198,8 +222,7 @@ class Daemon:
                 self.state.config_errors += 1
             if outcome.action == "rollback":
                 self.state.failed_reloads += 1
-            log.error("apply (%s) failed: %s", reason, outcome.error)
-            return
+            return  # the event log says it (inspect.record_apply), once
         self.state.last_error = None
         self.state.runtime_changes += outcome.runtime_changes
         if outcome.action == "reload":
@@ -207,8 +230,6 @@ class Daemon:
         if outcome.action != "noop":
             self.state.generation += 1
             self.state.applied_at = utc_now()
-            log.info("applied generation %d (%s: %s; on %s) in %.0f ms", self.state.generation,
-                     outcome.action, outcome.reason, reason, outcome.seconds * 1000)
 
     def _refresh_config_settings(self) -> None:
         assert self.applier is not None and self.publisher is not None
@@ -227,6 +248,7 @@ class Daemon:
     def run(self) -> None:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        reexec.install(self.post)
         # Watch before the first apply: an edit made while HAProxy starts
         # must not be missed (it only queues a second, possibly no-op, apply).
         self._start_sources()
@@ -240,6 +262,10 @@ class Daemon:
         finally:
             self._stop_sources()
             self._stop_observers()
+            if self._reexec and started:
+                # The lock and sockets close on exec (CLOEXEC): the new code takes them.
+                self.notifier.reloading()
+                reexec.execute()
             if started:
                 self.shutdown()
             if self.lock is not None:
@@ -279,8 +305,9 @@ class Daemon:
                 event = self.events.get(timeout=TICK if due is None else max(0.0, min(due, TICK)))
             except queue.Empty:
                 event = None
-            if event is not None and event.kind == "stop":
+            if event is not None and event.kind in ("stop", reexec.EVENT):
                 log.info("stopping on %s", event.detail)
+                self._reexec = event.kind == reexec.EVENT
                 return
             self._handle(event)
             # A burst of file events must not turn into a burst of socket
@@ -308,6 +335,9 @@ class Daemon:
     def _answer(self, request: Request) -> None:
         """Carry out a control request from the CLI and answer it."""
         assert self.applier is not None
+        if request.op in inspect.READ_OPS:
+            request.answer(inspect.answer(self, request.op, request.args))
+            return
         if request.op == "reload":
             outcome = self.apply("control: reload")
             request.answer({"ok": outcome.ok, "action": outcome.action,
@@ -316,12 +346,16 @@ class Daemon:
                             "error": self.state.last_error if not outcome.ok else None})
             return
         target = str(request.args.get("target", ""))
+        refused = "" if request.op != "maint" or request.args.get("force") else \
+            inspect.refuse_last_serving(self, target)
         try:
+            if refused:
+                raise HaproxyK8sError(refused)
             self.applier.set_admin_state(target, request.op)
         except HaproxyK8sError as e:
             request.answer({"ok": False, "error": {"message": str(e)}})
             return
-        log.info("operator: %s is now %s", target, request.op)
+        self.eventlog.record("operator", target, f"{request.op} by {request.peer or 'unknown'}")
         self.state.runtime_changes += 1
         request.answer({"ok": True, "target": target, "state": request.op})
 
@@ -329,18 +363,28 @@ class Daemon:
     def _supervise(self, force_status: bool = False) -> None:
         assert self.applier is not None and self.publisher is not None
         master = self.applier.master
+        if self.vip is not None:  # before any restart: a dead HAProxy releases the VIP
+            self.vip.tick(master.alive(), self.publisher.cluster_counts())
         now = time.monotonic()
         if master.pid is not None and not master.alive() and self._restarts.due(now):
             self.state.haproxy_restarts += 1
             delay = self._restarts.failed(now)
-            log.error("haproxy master %s exited (code %s); restarting (backoff %.0fs)",
-                      master.pid, master.exit_code(), delay)
+            self.eventlog.record("haproxy", "master", f"pid {master.pid} exited (code "
+                                 f"{master.exit_code()}); restarting (backoff {delay:.0f}s)")
             self._restart_master()
             force_status = True
         elif master.alive():
             self._restarts.reset_if_stable(now)
         if master.alive():
+            removing = set(self.applier.ops.pending)
             self.applier.ops.tick()
+            if removing != set(self.applier.ops.pending):
+                inspect.record_deleted(self, removing)
+                force_status = True
+        self.files.verify()  # a replaced config dir is watched again
+        if self._secret_files.changed(secret_files(self.applier.applied,
+                                                   self.applier.attempted)):
+            self.post("apply", "password file changed")
         self.publisher.maybe_write(now, force=force_status)
         self._ping_watchdog(now)
 
@@ -364,6 +408,8 @@ class Daemon:
         """SIGTERM/SIGINT: stop HAProxy gracefully (this is what `systemctl stop` means)."""
         assert self.applier is not None
         self.notifier.stopping()
+        if self.vip is not None:
+            self.vip.stop()  # hand the VIP over before HAProxy stops serving
         self.applier.master.stop()
         if self.publisher is not None:
             self.publisher.write_final()

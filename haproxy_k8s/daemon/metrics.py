@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..config.model import Bind
+from .access import Access, guard
 from .state import DaemonState
 from .status import StatusDocument, parse_utc, state_counts
 
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 THREAD_NAME = "haproxy-k8s-metrics"
 # How often the serving thread looks for a shutdown request: bounds close().
 SHUTDOWN_POLL = 0.1
+# Connections served at once (a thread each); more are closed at once. A
+# scraper needs one; 800 idle connections must not make 800 threads.
+MAX_CONNECTIONS = 8
+# A connection that sends no complete request within this long is closed.
+IDLE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,36 @@ def _backend_servers(s: MetricsSnapshot) -> GaugeMetricFamily:
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a stuck scraper must not hold up the daemon's exit
+    # socketserver's default backlog of 5 drops SYNs in a burst of connects
+    # (each then waits a 1 s retransmit), even though each is handled at once.
+    request_queue_size = 128
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.debug("metrics: %d connections open, closing one from %s",
+                      MAX_CONNECTIONS, client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # An idle client timing out is routine, not a traceback on stderr.
+        log.debug("metrics: connection from %s ended with an error", client_address,
+                  exc_info=True)
 
 
 class _Server6(_Server):
@@ -122,6 +158,8 @@ class _Server6(_Server):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = IDLE_TIMEOUT  # socket timeout for every read and write on the connection
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("metrics: " + format, *args)
 
@@ -135,6 +173,7 @@ class MetricsExporter:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(self.latest))
         self.bind: Bind | None = None
+        self._access = Access()
         self._httpd: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -146,6 +185,10 @@ class MetricsExporter:
         with self._lock:
             return self._snapshot
 
+    def access(self) -> Access:
+        with self._lock:
+            return self._access
+
     def exposition(self) -> bytes:
         """The text format, as a scrape would get it."""
         data: bytes = generate_latest(self.registry)
@@ -155,13 +198,17 @@ class MetricsExporter:
     def serving(self) -> bool:
         return self._httpd is not None
 
-    def serve(self, bind: Bind | None) -> str | None:
-        """Serve on `bind` (None: stop). A no-op when already serving there.
+    def serve(self, bind: Bind | None, access: Access | None = None) -> str | None:
+        """Serve on `bind` (None: stop) to whom `access` allows (default: loopback).
+
+        A no-op, apart from taking the new `access`, when already serving there.
 
         Returns why the bind failed (None: serving, or nothing to serve). The
         caller records it as an error naming `metrics.bind`; metrics never
         stop the daemon from keeping HAProxy up, and the next call tries again.
         """
+        with self._lock:
+            self._access = access or Access()
         if self._httpd is not None and bind == self.bind:
             return None
         self.close()
@@ -170,8 +217,8 @@ class MetricsExporter:
             return None
         server_class = _Server6 if bind.is_ipv6 else _Server
         try:
-            httpd = make_server(bind.host, bind.port, make_wsgi_app(self.registry),
-                                server_class, _QuietHandler)
+            app = guard(make_wsgi_app(self.registry), self.access)
+            httpd = make_server(bind.host, bind.port, app, server_class, _QuietHandler)
         except OSError as e:
             log.error("cannot serve metrics on %s: %s", bind, e.strerror or e)
             return f"cannot listen on {bind}: {e.strerror or e}"

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config.model import Config
 from ..fileio import write_atomic
+from .access import access_for
 from .metrics import MetricsExporter, snapshot_of
 from .status import HaproxyStatus, StatusDocument, build, shape_of_config, summary
 
@@ -51,9 +52,20 @@ class StatusPublisher:
             workers=sorted(table.worker_pids) if table else [],
             prometheus_exporter=d.promex)
         config = d.applier.applied
-        shape = shape_of_config(config) if config is not None else []
+        # Nodes deleted from the config but still draining show as removing.
+        shape = shape_of_config(config, d.files.source, d.applier.ops.removals()) \
+            if config is not None else []
         rows = health.rows if health is not None and table is not None else None
-        return build(d.state.status(str(d.config_dir), running), haproxy, shape, rows)
+        doc = build(d.state.status(str(d.config_dir), running), haproxy, shape, rows)
+        if d.vip is not None:
+            fields = d.vip.status_fields(self.paths.config)
+            doc.vip, doc.config = fields.get("vip"), fields.get("config")
+        return doc
+
+    def cluster_counts(self) -> list[dict[str, Any]]:
+        """Each cluster's name and UP count in the last document (for the VIP's fitness)."""
+        doc = self._doc
+        return [{"name": c.name, "up": c.up} for c in doc.clusters] if doc is not None else []
 
     def summary(self) -> str:
         """systemd's STATUS= line, from the document just written."""
@@ -113,7 +125,9 @@ class StatusPublisher:
         write_atomic(self.paths.daemon_pid, f"{os.getpid()}\n", mode=0o640)
 
     def serve_metrics(self, config: Config) -> None:
-        error = self.metrics.serve(config.metrics.bind)
+        assert self.daemon.applier is not None
+        access = access_for(config.metrics, self.daemon.applier.metrics_password)
+        error = self.metrics.serve(config.metrics.bind, access)
         if error is not None:
             self.daemon.state.record_error({"file": None, "key": "metrics.bind",
                                             "message": f"metrics.bind: {error}"})

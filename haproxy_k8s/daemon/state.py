@@ -6,6 +6,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import __version__
 from .status import HISTORY, ApplyRecord, DaemonStatus, utc_now
 
 
@@ -25,6 +26,7 @@ class DaemonState:
     runtime_changes: int = 0
     history: collections.deque[ApplyRecord] = field(
         default_factory=lambda: collections.deque(maxlen=HISTORY))
+    started_at: str = field(default_factory=utc_now)
 
     def record_error(self, error: dict[str, Any]) -> None:
         self.last_error = {"at": utc_now(), **error}
@@ -35,7 +37,8 @@ class DaemonState:
 
     def status(self, config_dir: str, running: bool = True) -> DaemonStatus:
         return DaemonStatus(
-            pid=self.pid, running=running, generation=self.generation,
+            pid=self.pid, running=running, version=__version__, started_at=self.started_at,
+            generation=self.generation,
             applied_at=self.applied_at, last_error=self.last_error, applies=self.applies,
             last_apply=self.last_apply, config_dir=config_dir,
             haproxy_restarts=self.haproxy_restarts, config_errors=self.config_errors,

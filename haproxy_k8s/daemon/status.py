@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config.model import Config, backend_name
+from ..config.model import Config, Node, backend_name
 from .states import STATES, StatRow, StatRows, admin_state, check_text, node_state, row_int
 
 EXIT_OK, EXIT_DEGRADED, EXIT_CLUSTER_DOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -52,16 +52,25 @@ class NodeStatus:
     # HAProxy's words for the last check ("Connection refused", "Internal
     # Server Error"): what an operator needs to read next to a DOWN.
     check_detail: str = ""
+    # Deleted from the config, still in HAProxy draining its sessions: shown
+    # as `DRAIN (removing)` until it is gone; not counted in up/total.
+    removing: bool = False
+    weight: int | None = None  # HAProxy's effective weight
+    rate: int | None = None  # sessions per second over the last second
+    source: str = ""  # where the node comes from: "conf.d/10-c.toml", "discovery"
 
     @classmethod
-    def of(cls, name: str, address: str, port: int | None, row: StatRow | None) -> NodeStatus:
+    def of(cls, name: str, address: str, port: int | None, row: StatRow | None,
+           removing: bool = False, source: str = "") -> NodeStatus:
         """A node as its `show stat` row (None: unknown) shows it."""
         if row is None:
-            return cls(name, address, port)
+            return cls(name, address, port, removing=removing, source=source)
         return cls(name, address, port, state=node_state(row), check=check_text(row),
                    last_change_s=row_int(row.get("lastchg")),
                    sessions=row_int(row.get("scur")), admin=admin_state(row),
-                   check_detail=row.get("last_chk", ""))
+                   check_detail=row.get("last_chk", ""), removing=removing,
+                   weight=row_int(row.get("weight")), rate=row_int(row.get("rate")),
+                   source=source)
 
 
 @dataclass
@@ -74,7 +83,7 @@ class ClusterStatus:
 
     @property
     def up(self) -> int:
-        return sum(1 for n in self.nodes if n.state == "UP")
+        return sum(1 for n in self.nodes if n.state == "UP" and not n.removing)
 
     @property
     def fail_open_active(self) -> bool:
@@ -84,7 +93,7 @@ class ClusterStatus:
 
     @property
     def total(self) -> int:
-        return len(self.nodes)
+        return sum(1 for n in self.nodes if not n.removing)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "bind": self.bind, "up": self.up, "total": self.total,
@@ -109,6 +118,8 @@ class ApplyRecord:
 class DaemonStatus:
     pid: int | None = None
     running: bool = False
+    version: str | None = None  # haproxy-k8s's own version (changes on a re-exec upgrade)
+    started_at: str | None = None  # when this daemon image started (a re-exec moves it)
     generation: int | None = None
     applied_at: str | None = None
     last_error: dict[str, Any] | None = None
@@ -139,11 +150,17 @@ class StatusDocument:
     clusters: list[ClusterStatus]
     # Sources that could not be read, each "name: why" ("admin socket: …").
     unreachable: list[str] = field(default_factory=list)
+    # [vip]: VRRP role, addresses, fitness (vip/manager.py); None without [vip].
+    vip: dict[str, Any] | None = None
+    # Hashes of the rendered configs, to compare two balancers of a pair.
+    config: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"daemon": asdict(self.daemon), "haproxy": asdict(self.haproxy),
-                "clusters": [c.to_json() for c in self.clusters],
-                "unreachable": list(self.unreachable)}
+        doc = {"daemon": asdict(self.daemon), "haproxy": asdict(self.haproxy),
+               "clusters": [c.to_json() for c in self.clusters],
+               "unreachable": list(self.unreachable)}
+        doc.update({k: v for k, v in (("vip", self.vip), ("config", self.config)) if v})
+        return doc
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2) + "\n"
@@ -154,7 +171,12 @@ class StatusDocument:
         return cls(_daemon_from(data.get("daemon") or {}),
                    _known(HaproxyStatus, data.get("haproxy") or {}),
                    [_cluster_from(c) for c in data.get("clusters") or []],
-                   [str(u) for u in data.get("unreachable") or []])
+                   [str(u) for u in data.get("unreachable") or []],
+                   _mapping(data.get("vip")), _mapping(data.get("config")))
+
+
+def _mapping(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) and value else None
 
 
 def _known(kind: Any, data: Mapping[str, Any]) -> Any:
@@ -184,6 +206,8 @@ class NodeShape:
     name: str
     address: str
     port: int | None
+    removing: bool = False
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -197,17 +221,24 @@ class ClusterShape:
     fail_open: bool = False
 
 
-def shape_of_config(config: Config) -> list[ClusterShape]:
-    return [ClusterShape(c.name, tuple(str(b) for b in c.binds),
-                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes),
-                         c.sni, c.settings.fail_open)
-            for c in config.clusters]
+def shape_of_config(config: Config, origin: Callable[[str, str], str] | None = None,
+                    removals: Iterable[tuple[str, Node]] = ()) -> list[ClusterShape]:
+    """The clusters and nodes of `config`, plus `removals` still draining out."""
+    gone: dict[str, list[Node]] = {}
+    for cluster, node in removals:
+        gone.setdefault(cluster, []).append(node)
+    return [ClusterShape(c.name, tuple(str(b) for b in c.binds), tuple(sorted(
+        [NodeShape(n.name, n.address, n.port, source=origin(c.name, n.name) if origin else "")
+         for n in c.nodes]
+        + [NodeShape(n.name, n.address, n.port, removing=True)
+           for n in gone.get(c.name, []) if c.node(n.name) is None],
+        key=lambda shape: shape.name)), c.sni, c.settings.fail_open) for c in config.clusters]
 
 
 def shape_of_saved(clusters: Iterable[ClusterStatus]) -> list[ClusterShape]:
     return [ClusterShape(c.name, tuple(c.bind),
-                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes),
-                         tuple(c.sni), c.fail_open)
+                         tuple(NodeShape(n.name, n.address, n.port, n.removing, n.source)
+                               for n in c.nodes), tuple(c.sni), c.fail_open)
             for c in clusters]
 
 
@@ -215,7 +246,8 @@ def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None) -> li
     """Each node's state from `show stat` rows; every node UNKNOWN without rows."""
     return [ClusterStatus(c.name, list(c.bind), [
         NodeStatus.of(n.name, n.address, n.port,
-                      rows.get((backend_name(c.name), n.name)) if rows is not None else None)
+                      rows.get((backend_name(c.name), n.name)) if rows is not None else None,
+                      n.removing, n.source)
         for n in c.nodes], list(c.sni), c.fail_open) for c in shape]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +46,12 @@ def _quote_lines(alert: str, text: str) -> str:
 
 
 def check_config(binary: str, path: Path, *, env: Mapping[str, str] | None = None,
-                 timeout: float = 30.0) -> CheckResult:
-    """Validate `path` with `haproxy -c -W`; raise ValidationError when refused."""
+                 timeout: float = 30.0, also: Sequence[Path] = ()) -> CheckResult:
+    """Validate `path` (and the files in `also`, read after it, as the master reads
+    them) with `haproxy -c -W`; raise ValidationError when refused."""
     cmd = [binary, "-c", "-W", "-f", str(path)]
+    for extra in also:
+        cmd += ["-f", str(extra)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                               env=dict(env) if env is not None else None, check=False)

@@ -35,6 +35,11 @@ class StatePaths:
         return self.root / "haproxy.cfg.good"
 
     @property
+    def stats_auth(self) -> Path:
+        """The stats userlist, a second `-f` file: the password stays out of haproxy.cfg."""
+        return self.root / "stats-auth.cfg"
+
+    @property
     def admin_socket(self) -> Path:
         return self.root / "admin.sock"
 

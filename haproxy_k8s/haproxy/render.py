@@ -17,11 +17,9 @@ from ..config.sni import own_binds
 from ..errors import RenderError
 from . import sni
 from .paths import StatePaths
+from .secrets import USERLIST
 
 TEMPLATE = "haproxy.cfg.j2"
-# The stats password never appears in the rendered file: HAProxy expands this
-# environment variable, which the daemon sets from `stats.password_file`.
-STATS_PASSWORD_ENV = "HAPROXY_K8S_STATS_PASSWORD"
 
 
 def _template_dir() -> Path:
@@ -136,7 +134,7 @@ def render(config: Config, paths: StatePaths | None = None,
             paths=paths,
             drop_privileges=drop_privileges,
             promex=promex,
-            stats_password_env=STATS_PASSWORD_ENV,
+            stats_userlist=USERLIST,
         )
     except jinja2.TemplateError as e:
         raise RenderError(f"cannot render {TEMPLATE}: {e}") from e

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from ..config.loader import load_config
+from ..config.loader import ProvenanceMap, load_raw, unread_dropins
 from ..config.model import Config
+from ..config.references import check_referenced_files
+from ..config.schema import build_config, dotted_key
 from .base import Post
 from .watcher import DirWatcher
+
+log = logging.getLogger(__name__)
 
 
 class FileSource:
@@ -18,9 +23,38 @@ class FileSource:
     def __init__(self, config_dir: Path) -> None:
         self.config_dir = config_dir
         self._watcher: DirWatcher | None = None
+        # Which file set each key, as of the last load: `describe` names a
+        # node's origin with it.
+        self.provenance: ProvenanceMap = {}
+        self._unread: list[str] = []
 
     def load(self) -> Config:
-        return load_config(self.config_dir)
+        raw, provenance = load_raw(self.config_dir)
+        config = build_config(raw, provenance)
+        check_referenced_files(config, provenance)
+        self.provenance = provenance
+        self._warn_unread()
+        return config
+
+    def _warn_unread(self) -> None:
+        # Once per different set: every apply reloads the directory.
+        unread = unread_dropins(self.config_dir)
+        if unread != self._unread:
+            for name in sorted(set(unread) - set(self._unread)):
+                log.warning("%s: ignored: only *.toml and *.json drop-ins are read", name)
+            self._unread = unread
+
+    def source(self, cluster: str, node: str) -> str:
+        """The files that set the node (`conf.d/10-c.toml`), or `discovery` when none does."""
+        prefix = ("clusters", cluster, "nodes", node)
+        files = sorted({rel for key, rel in self.provenance.items() if key[:4] == prefix})
+        return ", ".join(files) or "discovery"
+
+    def origin(self, cluster: str, node: str) -> str:
+        """`conf.d/10-c.toml (clusters.c.nodes.m1)`, or `discovery`."""
+        files = self.source(cluster, node)
+        key = dotted_key(("clusters", cluster, "nodes", node))
+        return files if files == "discovery" else f"{files} ({key})"
 
     def start(self, post: Post) -> None:
         """Watch the directory; a missing one is reported by `load` instead."""
@@ -28,6 +62,11 @@ class FileSource:
             return
         self._watcher = DirWatcher(self.config_dir, post)
         self._watcher.start()
+
+    def verify(self) -> None:
+        """Watch again if the directory was replaced (called from the daemon's tick)."""
+        if self._watcher is not None:
+            self._watcher.verify()
 
     def stop(self) -> None:
         if self._watcher is not None:

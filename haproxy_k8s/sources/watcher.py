@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
 
 from ..config.loader import DROPIN_DIR, MAIN_FILE, is_ignored
 
+log = logging.getLogger(__name__)
+
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, config_dir: Path, post: Callable[[str, bool], None]) -> None:
+    def __init__(self, config_dir: Path, post: Callable[[str, bool], None],
+                 lost: threading.Event) -> None:
         self._post = post
+        self._root = os.fspath(config_dir)
+        self._lost = lost
         self._main = os.path.join(config_dir, MAIN_FILE)
         self._dropins = os.path.join(config_dir, DROPIN_DIR)
 
@@ -29,6 +37,9 @@ class _Handler(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return  # reads (including our own) change nothing
+        if os.fsdecode(event.src_path) == self._root and event.event_type in ("deleted",
+                                                                               "moved"):
+            self._lost.set()  # this watch is dead; a restored dir may reuse the inode
         paths = [os.fsdecode(p) for p in (event.src_path, getattr(event, "dest_path", ""))
                  if p]
         # Directory events count: `mv conf.d.new conf.d` changes every file at once.
@@ -46,16 +57,73 @@ def _relevant(name: str) -> bool:
     return name == "..data" or not is_ignored(name)
 
 
+Identity = tuple[tuple[int, int] | None, ...]
+
+
+def _identity(*paths: Path) -> Identity:
+    """(st_dev, st_ino) of each path, None for a missing one."""
+    ids: list[tuple[int, int] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            ids.append(None)
+        else:
+            ids.append((st.st_dev, st.st_ino))
+    return tuple(ids)
+
+
 class DirWatcher:
-    """Owns a watchdog observer thread; only ever posts, never applies."""
+    """Owns a watchdog observer thread; only ever posts, never applies.
+
+    inotify watches an inode, not a path: once the config dir is removed and
+    restored, swapped for another by `mv`, or mounted over, the watch follows
+    the old inode and later edits go unseen. `verify()` (called from the
+    daemon's tick: two stat calls) notices the path naming another directory
+    (or the watched one deleted: a new one may get the same inode number),
+    watches the new one and posts a change so its contents apply.
+    """
 
     def __init__(self, config_dir: Path, post: Callable[[str, bool], None]) -> None:
         """`post(path, complete)`: `complete` is False while a write may be in progress."""
+        self._dir = config_dir
+        self._post = post
         self._observer = Observer()
-        self._observer.schedule(_Handler(config_dir, post), str(config_dir), recursive=True)
+        self._watch: ObservedWatch | None = None
+        self._lost = threading.Event()
+        self._identity = self._arm()
+
+    def _paths(self) -> tuple[Path, Path]:
+        return self._dir, self._dir / DROPIN_DIR
+
+    def _arm(self) -> Identity:
+        if self._watch is not None:
+            self._observer.unschedule(self._watch)
+            self._watch = None
+        identity = _identity(*self._paths())
+        self._lost.clear()
+        try:
+            handler = _Handler(self._dir, self._post, self._lost)
+            self._watch = self._observer.schedule(handler, str(self._dir), recursive=True)
+        except OSError as e:  # gone again already: the next verify() retries
+            log.warning("cannot watch %s: %s", self._dir, e)
+            return (None,)
+        return identity
 
     def start(self) -> None:
         self._observer.start()
+
+    def verify(self) -> None:
+        """Watch the config dir again if its path now names another directory."""
+        identity = _identity(*self._paths())
+        if identity[0] is None:
+            return  # removed: the delete events already said so; wait for it to return
+        if identity == self._identity and not self._lost.is_set():
+            return
+        log.info("%s was replaced; watching the new directory", self._dir)
+        self._identity = self._arm()
+        # Its contents may differ in any way, and their events went to the old watch.
+        self._post(str(self._dir / DROPIN_DIR), True)
 
     def stop(self) -> None:
         self._observer.stop()
