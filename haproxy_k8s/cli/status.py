@@ -166,7 +166,10 @@ def format_table(doc: StatusDocument | dict[str, Any], wide: bool = False) -> st
     d = doc if isinstance(doc, StatusDocument) else StatusDocument.from_json(doc)
     lines = _header_lines(d)
     lines.append("")
-    lines += _align([HEADER + (WIDE if wide else ()), *_node_rows(d.clusters, wide)])
+    rows = [HEADER + (WIDE if wide else ()), *_node_rows(d.clusters, wide)]
+    if not any(c.sni for c in d.clusters):
+        rows = [row[:2] + row[3:] for row in rows]  # no SNI anywhere: no empty column
+    lines += _align(rows)
     lines += ["", verdict(d)]
     return "\n".join(lines) + "\n"
 
