@@ -96,6 +96,9 @@ class FakeRuntime:
     def disable_health(self, server: str) -> None:
         self._call("disable_health", server)
 
+    def set_health(self, server: str, health: str) -> None:
+        self._call("set_health", server, health)
+
     def changes(self) -> list[Call]:
         """The calls that change something (reads left out)."""
         return [c for c in self.calls if not str(c[0]).startswith("show_")]
@@ -106,8 +109,9 @@ M2 = Node("m2", "127.0.8.11", weight=50)
 S1, S2 = "be_c0/m1", "be_c0/m2"
 
 
-def config(*nodes: Node, grace_ms: int = 30_000) -> Config:
-    settings = ClusterSettings(balance=Balance.ROUNDROBIN, drain_grace_ms=grace_ms)
+def config(*nodes: Node, grace_ms: int = 30_000, fail_open: bool = False) -> Config:
+    settings = ClusterSettings(balance=Balance.ROUNDROBIN, drain_grace_ms=grace_ms,
+                               fail_open=fail_open)
     return Config(clusters=(Cluster("c0", (Bind("127.0.8.1", 6443),), nodes, settings),))
 
 
@@ -122,13 +126,46 @@ def fake() -> FakeRuntime:
     return runtime
 
 
-def test_add_registers_checks_and_readies(fake: FakeRuntime) -> None:
+def test_add_serves_only_after_a_check(fake: FakeRuntime) -> None:
     new = config(M1, M2)
     RuntimeOps(fake).apply(changes(config(M1), new), {})
     params = server_params(new.clusters[0].settings, M2)
+    # Out of maintenance drained (no client), then NOLB until a check passes.
     assert fake.changes() == [("add_server", S2, "127.0.8.11:6443", params),
-                              ("enable_health", S2), ("set_state", S2, AdminState.READY)]
+                              ("enable_health", S2), ("set_state", S2, AdminState.DRAIN),
+                              ("set_health", S2, "stopping"),
+                              ("set_state", S2, AdminState.READY)]
     assert RuntimeOps(fake).mismatches(new) == []
+
+
+FO1, FO2 = "fo_c0/m1", "fo_c0/m2"
+
+
+def test_fail_open_twins_follow_every_change(fake: FakeRuntime) -> None:
+    fake.add(FO1, M1.address, M1.port)
+    ops = RuntimeOps(fake)
+    ops.apply(changes(config(M1, fail_open=True), config(M1, M2, fail_open=True)),
+              {"c0/m2": AdminState.MAINT})
+    assert ("add_server", FO2, "127.0.8.11:6443", "weight 50") in fake.changes()
+    assert fake.changes()[-1] == ("set_state", FO2, AdminState.MAINT)
+    assert ops.mismatches(config(M1, M2, fail_open=True)) == []
+    fake.calls.clear()
+    moved = dataclasses.replace(M2, address="127.0.8.12")
+    ops.apply(changes(config(M1, M2, fail_open=True), config(M1, moved, fail_open=True)), {})
+    assert [c[1] for c in fake.changes() if c[0] == "set_addr"] == [S2, FO2]
+    fake.calls.clear()
+    ops.apply(changes(config(M1, moved, fail_open=True), config(M1, fail_open=True)), {})
+    assert [r.server for r in ops.pending.values() if r.node is not None] == [S2]  # status
+    ops.tick()
+    # Both deleted; only the checked one had health checks to disable.
+    assert [c for c in fake.changes() if c[0] in ("del_server", "disable_health")] == [
+        ("disable_health", S2), ("del_server", S2), ("del_server", FO2)]
+    assert ops.mismatches(config(M1, fail_open=True)) == []
+
+
+def test_mismatches_see_a_missing_twin(fake: FakeRuntime) -> None:
+    assert RuntimeOps(fake).mismatches(config(M1, fail_open=True)) == [
+        "fo_c0/m1: want ('127.0.8.10', '6443', '100'), have None"]
 
 
 def test_add_keeps_an_operators_drain(fake: FakeRuntime) -> None:

@@ -33,6 +33,7 @@ from haproxy_k8s.haproxy.runtime import (
     RuntimeReplyError,
     check_reply,
 )
+from haproxy_k8s.haproxy.sni import map_files, write_maps
 
 # Replies of HAProxy 2.6.12, as read from the admin socket (trailing newlines included).
 WORKED = {
@@ -53,6 +54,10 @@ WORKED = {
     Command.SHUTDOWN_SESSIONS: ["\n"],
     Command.ENABLE_HEALTH: ["\n"],
     Command.DISABLE_HEALTH: ["\n"],
+    Command.SET_HEALTH: ["\n"],
+    Command.ADD_MAP: ["\n"],
+    Command.SET_MAP: ["\n"],
+    Command.DEL_MAP: ["\n"],
 }
 REFUSED = {
     Command.ADD_SERVER: ["Already exists a server with the same name in backend.\n\n",
@@ -67,6 +72,11 @@ REFUSED = {
     Command.SHUTDOWN_SESSIONS: ["No such server.\n\n"],
     Command.ENABLE_HEALTH: ["No such server.\n\n"],
     Command.DISABLE_HEALTH: ["No such server.\n\n"],
+    Command.SET_HEALTH: ["No such server.\n\n",
+                         "'set server <srv> health' expects 'up', 'stopping', or 'down'.\n\n"],
+    Command.ADD_MAP: ["Unknown map identifier. Please use #<id> or <file>.\n\n"],
+    Command.SET_MAP: ["entry not found.\n\n"],
+    Command.DEL_MAP: ["Key not found.\n\n"],
 }
 
 
@@ -137,6 +147,37 @@ def test_membership_commands_on_real_haproxy(haproxy: StatePaths) -> None:
     client.del_server(m2)
     assert ("be_c0", "m2") not in client.show_stat()
     assert client.dump_servers_state().startswith("1\n# be_id ")
+
+
+def test_map_and_health_commands_on_real_haproxy(haproxy_bin: str, short_tmp: Path) -> None:
+    """Two clusters on one bind: the SNI map file, edited live and read back."""
+    bind = (Bind(BALANCER, free_port(BALANCER)),)
+    tcp = settings(check=CheckKind.TCP, balance=Balance.ROUNDROBIN)
+    a = Cluster("a", bind, (Node("m1", "127.0.8.10", free_port("127.0.8.10")),), tcp,
+                sni=("a.example",))
+    b = Cluster("b", bind, (Node("m1", "127.0.8.11", free_port("127.0.8.11")),), tcp,
+                sni=("b.example",))
+    cfg = config(haproxy_bin, short_tmp, [a, b])
+    paths = StatePaths(short_tmp)
+    paths.ensure_root()
+    write_maps(map_files(cfg, paths))
+    with running(cfg):
+        client = RuntimeClient(paths.admin_socket)
+        map_file = str(next(iter(map_files(cfg, paths))))
+        assert client.show_map(map_file) == {"a.example": "be_a", "b.example": "be_b"}
+        client.add_map(map_file, "c.example", "be_b")
+        client.set_map(map_file, "a.example", "be_b")
+        client.del_map(map_file, "b.example")
+        assert client.show_map(map_file) == {"a.example": "be_b", "c.example": "be_b"}
+        with pytest.raises(RuntimeReplyError, match="Key not found"):
+            client.del_map(map_file, "b.example")
+        with pytest.raises(RuntimeReplyError, match="Unknown map identifier"):
+            client.show_map(map_file + ".nope")
+        client.set_health("be_a/m1", "stopping")
+        assert client.show_stat()[("be_a", "m1")]["status"].startswith("NOLB")
+        client.set_health("be_a/m1", "up")
+        with pytest.raises(ValueError):
+            client.set_health("be_a/m1", "sideways")
 
 
 def test_refusals_name_the_command_and_haproxys_words(haproxy: StatePaths) -> None:

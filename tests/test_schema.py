@@ -526,7 +526,8 @@ def test_every_haproxy_setting_has_a_key() -> None:
 
 
 def test_cluster_tables_take_every_defaults_key() -> None:
-    assert SECTION_KEYS["defaults"] | {"bind", "nodes", "discovery"} == SECTION_KEYS["cluster"]
+    assert SECTION_KEYS["defaults"] | {"bind", "nodes", "discovery", "sni", "sni_default"} \
+        == SECTION_KEYS["cluster"]
 
 
 @pytest.mark.parametrize(("path", "text"), [

@@ -131,6 +131,7 @@ def test_table_reads_at_a_glance() -> None:
     assert "generation 7" in lines[0] and "2.6.12" in lines[1]
     assert "conf.d/30-bad.toml: bad port" in lines[2]
     header = next(line for line in lines if line.startswith("CLUSTER"))
+    # No cluster names SNI hostnames here: no SNI column (test_sni_status.py has one).
     assert header.split() == ["CLUSTER", "BIND", "NODE", "ADDRESS", "STATE", "LAST", "CHECK",
                               "SINCE", "SESSIONS"]
     m1 = next(line for line in lines if " m1 " in line)

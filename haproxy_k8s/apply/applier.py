@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from ..config.model import AdminState, Config, server_id
+from ..config.model import AdminState, Config
 from ..errors import ConfigError, HaproxyK8sError, ProcessError, RuntimeApiError
 from ..fileio import publish, write_atomic
 from ..haproxy import render as render_mod
@@ -23,10 +23,12 @@ from ..haproxy.paths import StatePaths
 from ..haproxy.replies import filter_servers_state
 from ..haproxy.runtime import RuntimeClient
 from ..haproxy.secrets import AuthFile, metrics_password, render_auth
+from ..haproxy.sni import map_files, maps_current, write_maps
 from . import operator as opstate
 from .candidate import validate_candidate
+from .hostnames import sync_maps
 from .membership import RuntimeOps
-from .plan import NodeChange, PlanKind, make_plan
+from .plan import Plan, PlanKind, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -102,18 +104,24 @@ class Applier:
         auth = render_auth(config)
         self.metrics_password = metrics_password(config)
         auth_changed = self.auth.differs(auth)
-        if self.master.alive() and not auth_changed and self._published_text() == text:
+        maps = map_files(config, self.paths)
+        if self.master.alive() and not auth_changed and self._published_text() == text \
+                and maps_current(maps):
             self.applied = config
             return ApplyOutcome(ApplyAction.NOOP, reason="no change")
-        validate_candidate(text, auth, self.paths, self.binary)
-        # Before HAProxy tries a new bind: its failure would pause every listener.
-        check_new_binds(config, running_binds(self.paths))
+        try:
+            validate_candidate(text, auth, self.paths, self.binary, maps)
+            # Before HAProxy tries a new bind: its failure would pause every listener.
+            check_new_binds(config, running_binds(self.paths))
+        except HaproxyK8sError:
+            self._restore_maps()  # written for the candidate; HAProxy runs the old ones
+            raise
         if not self.master.alive():
             return self._start(config)
         plan = make_plan(self.applied, config)
         if plan.kind is PlanKind.RUNTIME and not auth_changed:
             try:
-                return self._apply_runtime(config, plan.changes)
+                return self._apply_runtime(config, plan)
             except RuntimeApiError as e:
                 log.warning("runtime change failed, reloading instead: %s", e)
                 plan = dataclasses.replace(plan, reason=f"runtime change failed: {e}")
@@ -122,21 +130,25 @@ class Applier:
         outcome.reason = f"{why}; {outcome.reason}" if outcome.reason else why
         return outcome
 
-    def _apply_runtime(self, config: Config, changes: tuple[NodeChange, ...]) -> ApplyOutcome:
-        """Node changes through the admin socket, read back and compared.
+    def _apply_runtime(self, config: Config, plan: Plan) -> ApplyOutcome:
+        """Node and hostname changes through the admin socket, read back and compared.
 
         The validated file is still published, so the next reload agrees
         with what HAProxy runs now.
         """
+        changes = plan.changes
         self.ops.apply(changes, opstate.load(self.paths.operator_state))
+        if plan.hostnames:
+            sync_maps(self.admin, config, self.paths)
         problems = self.ops.mismatches(config)
         if problems:
             raise RuntimeApiError("state read back differs: " + "; ".join(problems))
         self._publish()
         self._keep_good()
         self.applied = config
-        return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(changes),
-                            reason="runtime: " + ", ".join(c.describe() for c in changes))
+        what = [c.describe() for c in changes] + [f"sni {c}" for c in plan.hostnames]
+        return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(what),
+                            reason="runtime: " + ", ".join(what))
 
     def _check_fixed_settings(self, config: Config) -> None:
         # The state dir and binary belong to the running master: changing them
@@ -202,6 +214,12 @@ class Applier:
     def _restore_last_good(self) -> None:
         write_atomic(self.paths.config, self.paths.last_good.read_bytes(), mode=0o640)
         self.auth.restore_good()
+        self._restore_maps()
+
+    def _restore_maps(self) -> None:
+        """SNI maps back to what HAProxy runs (they were written for a refused candidate)."""
+        if self.applied is not None:
+            write_maps(map_files(self.applied, self.paths))
 
     def reapply_admin_states(self) -> None:
         """Put operator drain/maint back on servers (after a start, restart or reload)."""
@@ -214,7 +232,8 @@ class Applier:
                 if state is None:
                     continue
                 try:
-                    self.admin.set_state(server_id(cluster.name, node.name), state)
+                    for server in cluster.server_ids(node.name):
+                        self.admin.set_state(server, state)
                 except RuntimeApiError as e:
                     log.warning("cannot restore %s on %s/%s: %s", state, cluster.name,
                                 node.name, e)
@@ -230,7 +249,8 @@ class Applier:
         if cluster is None or cluster.node(node_name) is None:
             raise RuntimeApiError(f"{target}: no such node in the running config")
         state = AdminState(state)
-        self.admin.set_state(server_id(cluster.name, node_name), state)
+        for server in cluster.server_ids(node_name):  # the fail-open twin too
+            self.admin.set_state(server, state)
         opstate.set_state(self.paths.operator_state, target, state)
 
     def _save_server_state(self, config: Config) -> None:

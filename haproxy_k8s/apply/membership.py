@@ -4,6 +4,10 @@ The runtime client checks every reply against its known success text; anything
 else is an error, and the caller falls back to a full reload. Removal is gentle and never blocks the
 main loop: the server is drained at once and deleted by `tick()` once its
 sessions are gone or its grace period ran out.
+
+A new node serves only once its first check passed, and that check comes within
+`max-spread-checks` of the add. A node of a `fail_open` cluster has a twin in
+the cluster's fail-open backend (no checks); every change is made to both.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..config.model import AdminState, Config, Node, cluster_of_backend, server_id
+from ..config.model import AdminState, Config, Node, cluster_of_backend
 from ..errors import RuntimeApiError
-from ..haproxy.render import server_params
+from ..haproxy.render import failopen_server_params, server_params
 from ..haproxy.runtime import AdminApi
 from .plan import ChangeKind, NodeChange
 
@@ -59,36 +63,57 @@ class RuntimeOps:
                 self._update(change)
 
     def _add(self, change: NodeChange, admin_states: Mapping[str, AdminState]) -> None:
-        node, server = change.node, change.server
-        if self.pending.pop(server, None) is not None:
-            # Re-added while draining out: the server still exists; reuse it.
-            self.admin.set_addr(server, node.address, node.port)
-            self.admin.set_weight(server, node.weight)
-        else:
-            params = server_params(change.cluster.settings, node)
-            self.admin.add_server(server, node.haproxy_addr, params)
-            self.admin.enable_health(server)
+        node = change.node
         state = admin_states.get(f"{change.cluster.name}/{node.name}", AdminState.READY)
-        self.admin.set_state(server, state)
+        for server in (change.server, change.mirror):
+            if server is None:
+                continue
+            if self.pending.pop(server, None) is not None:
+                # Re-added while draining out: the server still exists; reuse it.
+                self.admin.set_addr(server, node.address, node.port)
+                self.admin.set_weight(server, node.weight)
+            elif server == change.mirror:
+                self.admin.add_server(server, node.haproxy_addr, failopen_server_params(node))
+            else:
+                self._add_unchecked(server, change)
+            self.admin.set_state(server, state)
+
+    def _add_unchecked(self, server: str, change: NodeChange) -> None:
+        """Add a server that takes no client before its first check passed.
+
+        Leaving maintenance, HAProxy would call it UP before any check. Drained
+        meanwhile (no new clients), its health is forced to "stopping" (NOLB:
+        no new clients, full health): one good check makes it UP, failed checks
+        take it DOWN after `fall`. The caller then sets the admin state.
+        """
+        params = server_params(change.cluster.settings, change.node)
+        self.admin.add_server(server, change.node.haproxy_addr, params)
+        self.admin.enable_health(server)
+        self.admin.set_state(server, AdminState.DRAIN)
+        self.admin.set_health(server, "stopping")
 
     def _update(self, change: NodeChange) -> None:
-        old, node, server = change.old, change.node, change.server
+        old, node = change.old, change.node
         assert old is not None
-        if (old.address, old.port) != (node.address, node.port):
-            self.admin.set_addr(server, node.address, node.port)
-            # Sessions to the old address are to the wrong machine now.
-            self.admin.shutdown_sessions(server)
-        if old.weight != node.weight:
-            self.admin.set_weight(server, node.weight)
+        for server in filter(None, (change.server, change.mirror)):
+            if (old.address, old.port) != (node.address, node.port):
+                self.admin.set_addr(server, node.address, node.port)
+                # Sessions to the old address are to the wrong machine now.
+                self.admin.shutdown_sessions(server)
+            if old.weight != node.weight:
+                self.admin.set_weight(server, node.weight)
 
     def _start_removal(self, change: NodeChange) -> None:
-        grace = change.cluster.settings.drain_grace_ms / 1000
-        self.admin.set_state(change.server, AdminState.DRAIN)
+        deadline = time.monotonic() + change.cluster.settings.drain_grace_ms / 1000
         # Deleted by the next tick once drained: one `show stat` for all removals,
         # not one each (that made removing 1,000 nodes take half a minute).
-        self.pending[change.server] = PendingRemoval(change.server, time.monotonic() + grace,
+        self.admin.set_state(change.server, AdminState.DRAIN)
+        self.pending[change.server] = PendingRemoval(change.server, deadline,
                                                      cluster=change.cluster.name,
                                                      node=change.node)
+        if change.mirror is not None:  # the fail-open twin: not listed in `status`
+            self.admin.set_state(change.mirror, AdminState.DRAIN)
+            self.pending[change.mirror] = PendingRemoval(change.mirror, deadline)
 
     # -- deferred removal --------------------------------------------------
     def tick(self) -> None:
@@ -120,7 +145,8 @@ class RuntimeOps:
     def _delete(self, server: str) -> None:
         self.admin.shutdown_sessions(server)
         self.admin.set_state(server, AdminState.MAINT)
-        self.admin.disable_health(server)
+        if cluster_of_backend(server.partition("/")[0]) is not None:
+            self.admin.disable_health(server)  # fail-open twins have no checks
         self.admin.del_server(server)
         log.info("runtime: deleted %s", server)
 
@@ -148,14 +174,16 @@ class RuntimeOps:
         problems = []
         for cluster in config.clusters:
             for node in cluster.nodes:
-                row = live.pop((cluster.backend, node.name), None)
-                want = (node.address, str(node.port), str(node.weight))
-                got = (row.get("srv_addr"), row.get("srv_port"), row.get("srv_uweight")) \
-                    if row else None
-                if got != want:
-                    problems.append(f"{server_id(cluster.name, node.name)}: want {want}, "
-                                    f"have {got}")
-        extra = [f"{b}/{s}" for b, s in live if cluster_of_backend(b) is not None
+                for server in cluster.server_ids(node.name):
+                    backend = server.partition("/")[0]
+                    row = live.pop((backend, node.name), None)
+                    want = (node.address, str(node.port), str(node.weight))
+                    got = (row.get("srv_addr"), row.get("srv_port"),
+                           row.get("srv_uweight")) if row else None
+                    if got != want:
+                        problems.append(f"{server}: want {want}, have {got}")
+        ours = {c.backend for c in config.clusters} | {c.failopen_backend for c in config.clusters}
+        extra = [f"{b}/{s}" for b, s in live if (cluster_of_backend(b) is not None or b in ours)
                  and f"{b}/{s}" not in self.pending]
         problems += [f"{server}: not in the config" for server in extra]
         return problems

@@ -2,7 +2,8 @@
 
 Pure: compares two Config values. Runtime-only means every difference is a
 node of an existing cluster being added, removed, re-addressed or re-weighted,
-which the runtime API can do without restarting any worker.
+or a cluster's SNI hostnames (map entries), which the runtime API can do
+without restarting any worker.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class NodeChange:
     def server(self) -> str:
         return server_id(self.cluster.name, self.node.name)
 
+    @property
+    def mirror(self) -> str | None:
+        """The node's server in the cluster's fail-open backend, if it has one."""
+        ids = self.cluster.server_ids(self.node.name)
+        return ids[1] if len(ids) > 1 else None
+
     def describe(self) -> str:
         return f"{self.kind} {self.cluster.name}/{self.node.name}"
 
@@ -46,6 +53,7 @@ class Plan:
     kind: PlanKind
     changes: tuple[NodeChange, ...] = ()
     reason: str = ""
+    hostnames: tuple[str, ...] = ()  # clusters whose `sni` changed (map edits)
 
 
 def make_plan(old: Config | None, new: Config) -> Plan:
@@ -64,11 +72,21 @@ def make_plan(old: Config | None, new: Config) -> Plan:
         if reason:
             return Plan(PlanKind.RELOAD, reason=reason)
         changes.extend(cluster_changes)
-    return Plan(PlanKind.RUNTIME, tuple(changes)) if changes else Plan(PlanKind.NOOP)
+    hostnames = tuple(c.name for c in new.clusters if c.sni != _sni(old, c.name))
+    if changes or hostnames:
+        return Plan(PlanKind.RUNTIME, tuple(changes), hostnames=hostnames)
+    return Plan(PlanKind.NOOP)
+
+
+def _sni(config: Config, cluster: str) -> tuple[str, ...]:
+    found = config.cluster(cluster)
+    return found.sni if found is not None else ()
 
 
 def _without_nodes(config: Config) -> Config:
-    clusters = tuple(dataclasses.replace(c, nodes=()) for c in config.clusters)
+    # Hostnames only fill a map HAProxy can edit live; `sni_default` stays:
+    # the default backend is a line of the shared frontend.
+    clusters = tuple(dataclasses.replace(c, nodes=(), sni=()) for c in config.clusters)
     return dataclasses.replace(config, clusters=clusters)
 
 

@@ -158,7 +158,8 @@ def _shape_of_rows(rows: StatRows) -> list[ClusterShape]:
 
 
 # -- the table ------------------------------------------------------------------------------
-HEADER = ("CLUSTER", "BIND", "NODE", "ADDRESS", "STATE", "LAST CHECK", "SINCE", "SESSIONS")
+HEADER = ("CLUSTER", "BIND", "SNI", "NODE", "ADDRESS", "STATE", "LAST CHECK", "SINCE",
+          "SESSIONS")
 # `-o wide`: what an operator asks next (why that weight? who set maint? how busy?).
 WIDE = ("WEIGHT", "ADMIN", "RATE", "CHECK DETAIL", "SOURCE", "ORIGIN")
 
@@ -169,6 +170,8 @@ def format_table(doc: StatusDocument | dict[str, Any], wide: bool = False) -> st
     lines = _header_lines(d) + _discovery_lines(d.clusters)
     lines.append("")
     rows = [HEADER + (WIDE if wide else ()), *_node_rows(d.clusters, wide)]
+    if not any(c.sni for c in d.clusters):
+        rows = [row[:2] + row[3:] for row in rows]  # no SNI anywhere: no empty column
     # A SOURCE column only where discovery adds nodes: static setups read as before
     # (`-o wide` always has it).
     if not wide and any(n.source != "static" for c in d.clusters for n in c.nodes):
@@ -230,10 +233,11 @@ def _node_rows(clusters: list[ClusterStatus], wide: bool = False) -> list[tuple[
     rows: list[tuple[str, ...]] = []
     for cluster in clusters:
         # Name, bind and the up count once per cluster: the eye finds the groups.
-        first = (f"{cluster.name} ({cluster.up}/{cluster.total} up)",
-                 ",".join(cluster.bind) or "-")
+        failing_open = ", FAIL-OPEN" if cluster.fail_open_active else ""
+        first = (f"{cluster.name} ({cluster.up}/{cluster.total} up{failing_open})",
+                 ",".join(cluster.bind) or "-", ",".join(cluster.sni) or "-")
         for i, node in enumerate(cluster.nodes):
-            row: tuple[str, ...] = (*(first if i == 0 else ("", "")), node.name,
+            row: tuple[str, ...] = (*(first if i == 0 else ("", "", "")), node.name,
                    f"{node.address}:{node.port}", _state(node), _check(node),
                    _since(node.last_change_s), _dash(node.sessions))
             if wide:

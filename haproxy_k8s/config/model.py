@@ -17,10 +17,17 @@ DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
 DEFAULT_STATE_DIR = "/run/haproxy-k8s"
 # HAProxy backends are named after their cluster: the one place this is spelled.
 BACKEND_PREFIX = "be_"
+# The fail-open twin of a cluster's backend (same nodes, no checks): its own prefix,
+# so nothing that maps backends to clusters mistakes it for a cluster.
+FAILOPEN_PREFIX = "fo_"
 
 
 def backend_name(cluster: str) -> str:
     return BACKEND_PREFIX + cluster
+
+
+def failopen_backend_name(cluster: str) -> str:
+    return FAILOPEN_PREFIX + cluster
 
 
 def cluster_of_backend(backend: str) -> str | None:
@@ -111,6 +118,9 @@ class HaproxySettings:
     maxconn: int = 0
     # Carry health and admin state over reloads with a server-state file.
     server_state: bool = True
+    # `max-spread-checks`: bounds when a node added at runtime gets its first
+    # check (and how long the first checks after a start are spread over).
+    max_spread_checks_ms: int = 50
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,11 @@ class ClusterSettings:
     client_cert: str | None = None  # PEM with certificate and key, for --anonymous-auth=false
     # How long a removed or drained node keeps its sessions before they are cut.
     drain_grace_ms: int = 30_000
+    # No node UP: spread new connections over the enabled nodes anyway (the
+    # checks may be what is broken), as k3s and k0s do.
+    fail_open: bool = True
+    # On a bind shared by several clusters: how long to wait for a ClientHello.
+    sni_inspect_delay_ms: int = 5_000
 
 
 @dataclass(frozen=True)
@@ -205,10 +220,18 @@ class Cluster:
     # address:port of those that name one. Discovery keeps them out.
     disabled_names: frozenset[str] = field(default=frozenset(), compare=False)
     disabled_addresses: frozenset[tuple[str, int]] = field(default=frozenset(), compare=False)
+    # TLS server names routed to this cluster on a bind it shares with others:
+    # lowercase, exact or "*.parent" (one label); see haproxy/sni.py.
+    sni: tuple[str, ...] = ()
+    sni_default: bool = False  # takes clients with no or an unknown SNI on shared binds
 
     @property
     def backend(self) -> str:
         return backend_name(self.name)
+
+    @property
+    def failopen_backend(self) -> str:
+        return failopen_backend_name(self.name)
 
     @property
     def frontend(self) -> str:
@@ -216,6 +239,11 @@ class Cluster:
 
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
+
+    def server_ids(self, node: str) -> tuple[str, ...]:
+        """Every server that stands for `node`: its own, and its fail-open twin if any."""
+        own = server_id(self.name, node)
+        return (own, f"{self.failopen_backend}/{node}") if self.settings.fail_open else (own,)
 
 
 @dataclass(frozen=True)

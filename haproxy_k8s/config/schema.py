@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 
 from ..errors import ConfigError
 from ..vip.model import VipSettings
+from . import sni
+from .binds import check_bind_conflicts
 from .model import (
     Balance,
-    Bind,
     CheckKind,
     Cluster,
     ClusterSettings,
@@ -42,6 +43,7 @@ from .values import (
     _cidrs,
     _did_you_mean,
     _duration,
+    _hostnames,
     _integer,
     _Invalid,
     _optional_abs_path,
@@ -56,6 +58,7 @@ from .values import (
 
 # Names other modules import from here since before values.py existed.
 from .values import dotted_key as dotted_key
+from .values import file_for as _file_for
 from .values import is_valid_name as is_valid_name
 from .values import parse_duration as parse_duration
 
@@ -116,6 +119,8 @@ _CLUSTER_SETTINGS: dict[str, tuple[str, Parser]] = {
     "shutdown_sessions_on_down": ("shutdown_sessions_on_down", _boolean),
     "ca_file": ("ca_file", _optional_abs_path),
     "client_cert": ("client_cert", _optional_abs_path),
+    "fail_open": ("fail_open", _boolean),
+    "sni_inspect_delay": ("sni_inspect_delay_ms", _duration()),
 }
 
 _HAPROXY: dict[str, tuple[str, Parser]] = {
@@ -127,6 +132,7 @@ _HAPROXY: dict[str, tuple[str, Parser]] = {
     "mworker_max_reloads": ("mworker_max_reloads", _integer(1, _MAX_INT)),
     "maxconn": ("maxconn", _integer(0, _MAX_INT)),
     "server_state": ("server_state", _boolean),
+    "max_spread_checks": ("max_spread_checks_ms", _duration()),
 }
 
 _WATCH: dict[str, tuple[str, Parser]] = {
@@ -148,7 +154,8 @@ SECTION_KEYS: Mapping[str, frozenset[str]] = {
     "stats": _STATS_KEYS,
     "metrics": _STATS_KEYS,
     "watch": frozenset(_WATCH),
-    "cluster": frozenset(_CLUSTER_SETTINGS) | {"bind", "nodes", "discovery"},
+    "cluster": frozenset(_CLUSTER_SETTINGS) | {"bind", "nodes", "discovery", "sni",
+                                              "sni_default"},
     "node": _NODE_KEYS,
     "discovery": DISCOVERY_KEYS,
 }
@@ -214,15 +221,6 @@ class _Section:
                 for key, (field, parser) in spec.items() if key in self.data}
 
 
-def _file_for(path: KeyPath, prov: Provenance) -> str | None:
-    """The file that set `path`, else the one that set its nearest enclosing table."""
-    for end in range(len(path), 0, -1):
-        file = prov.get(path[:end])
-        if file is not None:
-            return file
-    return None
-
-
 # --- sections --------------------------------------------------------------------
 
 
@@ -240,7 +238,8 @@ def build_config(raw: Mapping[str, Any], provenance: Provenance) -> Config:
         clusters=_clusters(root.table("clusters"), defaults),
         vip=_vip(root.table("vip")),
     )
-    _check_bind_conflicts(config, provenance)
+    check_bind_conflicts(config, provenance)
+    sni.check_shared_binds(config, provenance)
     return dataclasses.replace(config, bind_files=_bind_files(config, provenance))
 
 
@@ -338,6 +337,8 @@ def _cluster(section: _Section, defaults: ClusterSettings) -> Cluster:
         nodes=_nodes(section),
         settings=settings,
         **discovery_fields(section),  # after _nodes: every node is valid by then
+        sni=section.get("sni", _hostnames, ()),
+        sni_default=section.get("sni_default", _boolean, False),
     )
 
 
@@ -382,39 +383,3 @@ def _node(section: _Section) -> Node | None:
     if address is None:
         raise section.error("missing (required)", "address")
     return Node(section.name, address, port=port, weight=weight, backup=backup)
-
-
-def _check_bind_conflicts(config: Config, prov: Provenance) -> None:
-    places: list[tuple[KeyPath, Bind]] = []
-    if config.stats.bind:
-        places.append((("stats", "bind"), config.stats.bind))
-    if config.metrics.bind:
-        places.append((("metrics", "bind"), config.metrics.bind))
-    for cluster in config.clusters:
-        places.extend((("clusters", cluster.name, "bind"), bind) for bind in cluster.binds)
-    # Only binds on the same port can conflict: compare within a port, not all
-    # pairs (1,000 clusters made the pairwise check the slowest part of the schema).
-    by_port: dict[int, list[tuple[KeyPath, Bind]]] = {}
-    for path, bind in places:
-        earlier = by_port.setdefault(bind.port, [])
-        for other_path, other in earlier:
-            if bind.conflicts_with(other):
-                raise _conflict(path, bind, other_path, other, prov)
-        earlier.append((path, bind))
-
-
-def _conflict(path: KeyPath, bind: Bind, other_path: KeyPath, other: Bind,
-              prov: Provenance) -> ConfigError:
-    # Report at a place the operator wrote. The exact path, not its table: a
-    # default stats.bind is still a default when [stats] sets `allow`.
-    if path not in prov:
-        path, bind, other_path, other = other_path, other, path, bind
-    if path == other_path:
-        where = "in the same list"
-    else:
-        where = f"of {dotted_key(other_path)} ({prov.get(other_path, 'the default')})"
-    return ConfigError(
-        f"{bind} conflicts with {other} {where}",
-        file=_file_for(path, prov),
-        key=dotted_key(path),
-    )

@@ -15,7 +15,7 @@ import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .model import Bind
@@ -37,6 +37,15 @@ def dotted_key(path: Iterable[str]) -> str:
     one line and lets the operator paste the key back into a drop-in.
     """
     return ".".join(p if _BARE_KEY.fullmatch(p) else json.dumps(p) for p in path)
+
+
+def file_for(path: tuple[str, ...], prov: Mapping[tuple[str, ...], str]) -> str | None:
+    """The file that set `path`, else the one that set its nearest enclosing table."""
+    for end in range(len(path), 0, -1):
+        file = prov.get(path[:end])
+        if file is not None:
+            return file
+    return None
 
 
 def _show(value: Any) -> str:
@@ -283,3 +292,23 @@ def is_valid_name(kind: str, name: str) -> bool:
     """Whether `name` is a valid cluster (kind "cluster") or node name."""
     pattern = _CLUSTER_NAME if kind == "cluster" else _DOTTED_NAME
     return bool(pattern.fullmatch(name)) and len(name) <= 253
+
+
+def _hostname(value: Any) -> str:
+    """A TLS server name: a lowercase DNS name, or "*." and one (one label matches the *)."""
+    text = _string(value)
+    name = text.removeprefix("*.")
+    # Strict: SNI is compared lowercased, so an uppercase name would never match.
+    if not _dns_name(name) or name.rsplit(".", 1)[-1].isdigit():
+        raise _Invalid(f"{_show(text)} is not a lowercase DNS name (or '*.' and one)")
+    return text
+
+
+def _hostnames(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _Invalid(f"expected a non-empty list of hostnames, got {_show(value)}")
+    names = tuple(_hostname(item) for item in value)
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise _Invalid(f"{_show(name)} is listed twice")
+    return names

@@ -51,6 +51,7 @@ class MetricsSnapshot:
     backend_servers: tuple[tuple[str, str, int], ...] = ()  # (cluster, state, count)
     # (cluster, syncs, watch restarts, errors, connected) per cluster with discovery
     discovery: tuple[tuple[str, int, int, int, bool], ...] = ()
+    fail_open: tuple[tuple[str, bool], ...] = ()  # (cluster, failing open now)
 
 
 def snapshot_of(state: DaemonState, doc: StatusDocument) -> MetricsSnapshot:
@@ -69,6 +70,7 @@ def snapshot_of(state: DaemonState, doc: StatusDocument) -> MetricsSnapshot:
         discovery=tuple((c.name, int(d.get("syncs", 0)), int(d.get("watch_restarts", 0)),
                          int(d.get("errors", 0)), d.get("state") == "connected")
                         for c in doc.clusters if (d := c.discovery)),
+        fail_open=tuple((c.name, c.fail_open_active) for c in doc.clusters),
     )
 
 
@@ -106,6 +108,12 @@ class SnapshotCollector(Collector):
                                 value=1 if s.haproxy_up else 0)
         yield _backend_servers(s)
         yield from _discovery(s)
+        fail_open = GaugeMetricFamily(
+            "haproxy_k8s_cluster_fail_open", "1 while a cluster has no UP node and serves "
+            "from its unchecked enabled nodes (fail_open)", labels=["cluster"])
+        for cluster, active in s.fail_open:
+            fail_open.add_metric([cluster], int(active))
+        yield fail_open
 
 
 def _backend_servers(s: MetricsSnapshot) -> GaugeMetricFamily:

@@ -40,6 +40,7 @@ class StatusPublisher:
         self._last_text = ""
         self._written_at = 0.0
         self._error: str | None = None
+        self._failing_open: set[str] = set()
 
     def document(self, running: bool = True) -> StatusDocument:
         d = self.daemon
@@ -91,6 +92,7 @@ class StatusPublisher:
         """Publish status.json and the metrics snapshot."""
         self._written_at = time.monotonic()
         doc = self._doc = self.document()
+        self._log_fail_open(doc)
         self.metrics.publish(snapshot_of(self.daemon.state, doc))
         text = doc.dumps()
         if text == self._last_text:
@@ -104,6 +106,16 @@ class StatusPublisher:
                 self._error = str(e)
             return
         self._last_text, self._error = text, None
+
+    def _log_fail_open(self, doc: StatusDocument) -> None:
+        """Say once when a cluster starts and stops failing open (not every rewrite)."""
+        now = {c.name for c in doc.clusters if c.fail_open_active}
+        for name in sorted(now - self._failing_open):
+            log.warning("cluster %s: no node UP; FAIL-OPEN: new connections go to every "
+                        "enabled node, checks ignored", name)
+        for name in sorted(self._failing_open - now):
+            log.warning("cluster %s: no longer failing open", name)
+        self._failing_open = now
 
     def write_final(self) -> None:
         """After HAProxy stopped: say so, and remove the pid file."""

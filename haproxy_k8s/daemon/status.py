@@ -79,6 +79,8 @@ class ClusterStatus:
     name: str
     bind: list[str]
     nodes: list[NodeStatus]
+    sni: list[str] = field(default_factory=list)  # hostnames routed to it on shared binds
+    fail_open: bool = False  # configured: serve from every enabled node while none is UP
     # Kubernetes discovery of this cluster (state, last_sync, resource_version,
     # last_error, counters); None when the cluster has none.
     discovery: dict[str, Any] | None = None
@@ -88,12 +90,20 @@ class ClusterStatus:
         return sum(1 for n in self.nodes if n.state == "UP" and not n.removing)
 
     @property
+    def fail_open_active(self) -> bool:
+        """No node UP, and HAProxy serves from the enabled (not drained or maint) ones."""
+        return self.fail_open and self.up == 0 and any(
+            n.admin == "ready" and n.state != "UNKNOWN" for n in self.nodes)
+
+    @property
     def total(self) -> int:
         return sum(1 for n in self.nodes if not n.removing)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "bind": self.bind, "up": self.up, "total": self.total,
-                "nodes": [asdict(n) for n in self.nodes], "discovery": self.discovery}
+                "nodes": [asdict(n) for n in self.nodes], "sni": list(self.sni),
+                "fail_open": self.fail_open, "fail_open_active": self.fail_open_active,
+                "discovery": self.discovery}
 
 
 @dataclass
@@ -195,6 +205,7 @@ def _cluster_from(data: Mapping[str, Any]) -> ClusterStatus:
     return ClusterStatus(str(data.get("name", "")), [str(b) for b in data.get("bind") or []],
                          [_known(NodeStatus, {"address": "", "port": None, **n})
                           for n in data.get("nodes") or []],
+                         [str(h) for h in data.get("sni") or []], bool(data.get("fail_open")),
                          dict(discovery) if isinstance(discovery, Mapping) else None)
 
 
@@ -216,6 +227,8 @@ class ClusterShape:
     name: str
     bind: tuple[str, ...]
     nodes: tuple[NodeShape, ...]
+    sni: tuple[str, ...] = ()
+    fail_open: bool = False
 
 
 def shape_of_config(config: Config, origin: Callable[[str, str], str] | None = None,
@@ -230,13 +243,13 @@ def shape_of_config(config: Config, origin: Callable[[str, str], str] | None = N
          for n in c.nodes]
         + [NodeShape(n.name, n.address, n.port, removing=True, source=n.source)
            for n in gone.get(c.name, []) if c.node(n.name) is None],
-        key=lambda shape: shape.name))) for c in config.clusters]
+        key=lambda shape: shape.name)), c.sni, c.settings.fail_open) for c in config.clusters]
 
 
 def shape_of_saved(clusters: Iterable[ClusterStatus]) -> list[ClusterShape]:
     return [ClusterShape(c.name, tuple(c.bind),
                          tuple(NodeShape(n.name, n.address, n.port, n.removing, n.source,
-                                         n.origin) for n in c.nodes))
+                                         n.origin) for n in c.nodes), tuple(c.sni), c.fail_open)
             for c in clusters]
 
 
@@ -248,7 +261,8 @@ def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None,
         NodeStatus.of(n.name, n.address, n.port,
                       rows.get((backend_name(c.name), n.name)) if rows is not None else None,
                       n.removing, n.source, n.origin)
-        for n in c.nodes], (discovery or {}).get(c.name)) for c in shape]
+        for n in c.nodes], list(c.sni), c.fail_open, (discovery or {}).get(c.name))
+        for c in shape]
 
 
 def build(daemon: DaemonStatus, haproxy: HaproxyStatus, shape: Sequence[ClusterShape],
@@ -290,7 +304,8 @@ def verdict(doc: StatusDocument | Mapping[str, Any]) -> str:
         sources = [p.split(":", 1)[0] for p in d.unreachable]
         return f"unknown: cannot reach {', '.join(sources) or 'HAProxy'}"
     if code == EXIT_CLUSTER_DOWN:
-        down = [c.name for c in d.clusters if c.up == 0]
+        down = [c.name + (" (FAIL-OPEN: serving from unchecked nodes)"
+                          if c.fail_open_active else "") for c in d.clusters if c.up == 0]
         return f"down: no UP node in {', '.join(down)}"
     if code == EXIT_DEGRADED:
         parts = [f"{c.name} {c.up}/{c.total} up" for c in d.clusters if c.up < c.total]

@@ -13,7 +13,9 @@ from pathlib import Path
 import jinja2
 
 from ..config.model import ClusterSettings, Config, Node
+from ..config.sni import own_binds
 from ..errors import RenderError
+from . import sni
 from .paths import StatePaths
 from .secrets import USERLIST
 
@@ -71,6 +73,14 @@ def server_params(settings: ClusterSettings, node: Node) -> str:
     return " ".join(params)
 
 
+def failopen_server_params(node: Node) -> str:
+    """A node in its cluster's fail-open backend: no checks, not a backup (all serve)."""
+    params = [f"weight {node.weight}"]
+    if not node.is_ip:
+        params.append("init-addr last,libc,none")
+    return " ".join(params)
+
+
 def _tls_check_params(settings: ClusterSettings) -> list[str]:
     # These apply to the check connection only: the server has no `ssl`, so
     # client traffic stays end-to-end TLS between kubectl and the apiserver.
@@ -95,6 +105,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["duration"] = fmt_duration
     env.globals["server_params"] = server_params
+    env.globals["failopen_server_params"] = failopen_server_params
     return env
 
 
@@ -114,7 +125,11 @@ def render(config: Config, paths: StatePaths | None = None,
         drop_privileges = drops_privileges(config)
     try:
         template = _environment().get_template(TEMPLATE)
+        shared = sni.shared_frontends(config, paths)
+        binds = {fe.bind: fe for fe in shared}
         return template.render(
+            shared=shared,
+            own_binds=lambda cluster: own_binds(cluster, binds),
             config=config,
             paths=paths,
             drop_privileges=drop_privileges,

@@ -41,6 +41,10 @@ class Command(StrEnum):
     SHUTDOWN_SESSIONS = "shutdown sessions server"
     ENABLE_HEALTH = "enable health"
     DISABLE_HEALTH = "disable health"
+    SET_HEALTH = "set server health"
+    ADD_MAP = "add map"
+    SET_MAP = "set map"
+    DEL_MAP = "del map"
 
 
 _SILENT = re.compile("")  # commands that only act answer with an empty line
@@ -59,6 +63,12 @@ SUCCESS_REPLIES: dict[Command, re.Pattern[str]] = {
     Command.SHUTDOWN_SESSIONS: _SILENT,
     Command.ENABLE_HEALTH: _SILENT,
     Command.DISABLE_HEALTH: _SILENT,
+    Command.SET_HEALTH: _SILENT,
+    # Map edits answer nothing; failures say "Unknown map identifier…",
+    # "entry not found." or "Key not found.".
+    Command.ADD_MAP: _SILENT,
+    Command.SET_MAP: _SILENT,
+    Command.DEL_MAP: _SILENT,
 }
 
 
@@ -92,6 +102,7 @@ class AdminApi(Protocol):
     def shutdown_sessions(self, server: str) -> None: ...
     def enable_health(self, server: str) -> None: ...
     def disable_health(self, server: str) -> None: ...
+    def set_health(self, server: str, health: str) -> None: ...
 
 
 class RuntimeClient:
@@ -157,6 +168,38 @@ class RuntimeClient:
 
     def disable_health(self, server: str) -> None:
         self._run(Command.DISABLE_HEALTH, f"disable health {server}")
+
+    def set_health(self, server: str, health: str) -> None:
+        """Force the check state: `up`, `stopping` (NOLB: no new clients) or `down`."""
+        if health not in ("up", "stopping", "down"):
+            raise ValueError(f"unknown health {health!r}")
+        self._run(Command.SET_HEALTH, f"set server {server} health {health}")
+
+    # -- maps (SNI routing) --------------------------------------------------
+    # `map` is the file name the config loaded it from; keys and values are
+    # hostnames and backend names (no spaces), as haproxy/sni.py writes them.
+    def show_map(self, map_file: str) -> dict[str, str]:
+        """The live entries of a map: key -> value."""
+        reply = self._send(f"show map {map_file}")
+        entries: dict[str, str] = {}
+        for line in reply.splitlines():
+            parts = line.split()
+            if not parts:
+                continue
+            # Each entry is "<ref> <key> <value>"; anything else is an error message.
+            if len(parts) != 3 or not parts[0].startswith("0x"):
+                raise RuntimeReplyError(f"show map {map_file}", reply.strip())
+            entries[parts[1]] = parts[2]
+        return entries
+
+    def add_map(self, map_file: str, key: str, value: str) -> None:
+        self._run(Command.ADD_MAP, f"add map {map_file} {key} {value}")
+
+    def set_map(self, map_file: str, key: str, value: str) -> None:
+        self._run(Command.SET_MAP, f"set map {map_file} {key} {value}")
+
+    def del_map(self, map_file: str, key: str) -> None:
+        self._run(Command.DEL_MAP, f"del map {map_file} {key}")
 
 
 class MasterClient:
