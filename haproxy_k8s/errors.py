@@ -52,5 +52,13 @@ class RuntimeApiError(HaproxyK8sError):
     """A runtime API (admin or master socket) command failed or timed out."""
 
 
+class StateDirError(HaproxyK8sError):
+    """A file in the state dir could not be written (read-only, full disk).
+
+    The daemon keeps HAProxy serving what it runs, reports this, and tries
+    the apply again with backoff.
+    """
+
+
 class ProcessError(HaproxyK8sError):
     """HAProxy could not be started, reloaded or stopped as asked."""

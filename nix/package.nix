@@ -31,6 +31,10 @@ python3Packages.buildPythonApplication {
     watchdog
     requests
     prometheus-client
+    # Kubernetes discovery (sources/kubeclient.py): kubeconfig handling and the HTTP
+    # client it returns. Where a nixpkgs lacks httpx2, overlay it from PyPI.
+    lightkube
+    httpx2
   ];
   # The `demo` extra (stand-in apiservers with their own certificates); a router does not
   # need it, and it keeps cryptography off the closure.

@@ -27,19 +27,25 @@ FAST_CHECKS = """\
     """
 
 
+# `python -m` puts the working directory first on sys.path: run children elsewhere, so
+# they import the installed package (as the tests do), never the checkout beside them.
+NEUTRAL_CWD = "/"
+
+
 def cli(*args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "haproxy_k8s.cli", *args],
                           capture_output=True, text=True, timeout=timeout,
-                          env=child_env(**env), check=False)
+                          env=child_env(**env), check=False, cwd=NEUTRAL_CWD)
 
 
 class ConfigDir(testkit.configdir.ConfigDir):
     """A config dir with a main file pointing everything at loopback test ports."""
 
     def __init__(self, root: Path, *, check: str = "tcp", debounce: str = "100ms",
-                 extra_main: str = "") -> None:
+                 extra_main: str = "", state_dir: Path | None = None) -> None:
         watch = f'[watch]\ndebounce = "{debounce}"\n'
-        super().__init__(root, check=check, defaults=FAST_CHECKS, extra_main=watch + extra_main)
+        super().__init__(root, check=check, defaults=FAST_CHECKS, extra_main=watch + extra_main,
+                         state_dir=state_dir)
 
 
 class DaemonProcess:
@@ -62,7 +68,8 @@ class DaemonProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "haproxy_k8s.cli", "run", "--config-dir",
                  str(self.config.root), "--log-level", "debug"],
-                stdout=log, stderr=subprocess.STDOUT, env=child_env(**self.env))
+                stdout=log, stderr=subprocess.STDOUT, env=child_env(**self.env),
+                cwd=NEUTRAL_CWD)
         return self
 
     def _started(self) -> bool:

@@ -19,8 +19,8 @@ from haproxy_k8s.demo import run as demo_run
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
 
 
-def one_cluster(root: Path, **kwargs: str) -> ConfigDir:
-    config = ConfigDir(root, **kwargs)
+def one_cluster(root: Path) -> ConfigDir:
+    config = ConfigDir(root)
     config.cluster("cluster-0", free_port(BALANCER), {"m1": ("127.0.8.10", 6443)})
     return config
 

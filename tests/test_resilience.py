@@ -5,14 +5,19 @@ Each test reproduces one case of the faults issue with the real daemon and HAPro
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import StandInFactory
-from daemonutil import BALANCER, ConfigDir, DaemonProcess
-from helpers import free_port, version_over_tls, wait_until
+from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
+from helpers import free_port, require_tool, version_over_tls, wait_until
 from notify import NotifySocket
 
 from haproxy_k8s.demo.standin import StandIn
@@ -128,4 +133,58 @@ def test_a_removal_that_holds_is_applied_after_the_hold_down(
                    10.0, message="the removal applies once it held")
         assert daemon.status()["daemon"]["held"] is None
     finally:
+        daemon.stop()
+
+
+@pytest.fixture
+def small_fs(short_tmp: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of the test's own, to make read-only (root only; unmounted after)."""
+    require_tool("mount", "util-linux")
+    if os.geteuid() != 0:
+        message = "mounting a tmpfs needs root"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: required in CI")
+        pytest.skip(message)
+    root = short_tmp / "fs"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0750", "tmpfs", str(root)],
+                   check=True)
+    try:
+        yield root
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+
+
+def _remount(root: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(root)], check=True)
+
+
+def test_a_read_only_state_dir_is_reported_and_retried(
+        short_tmp: Path, small_fs: Path, standin_factory: StandInFactory) -> None:
+    nodes = [standin_factory("m1", tls=False), standin_factory("m2", tls=False)]
+    config = ConfigDir(short_tmp, state_dir=small_fs / "state")
+    config.cluster("cluster-0", free_port(BALANCER), {"m1": (nodes[0].host, nodes[0].port)})
+    daemon = DaemonProcess(config).start()
+    try:
+        _remount(small_fs, "ro")
+        config.write("20-m2.toml", f'[clusters.cluster-0.nodes.m2]\naddress = "{nodes[1].host}"'
+                                   f"\nport = {nodes[1].port}\n")
+
+        def live_error() -> dict[str, Any] | None:
+            doc = json.loads(cli("status", "--json", "--config-dir", str(config.root)).stdout)
+            daemon_doc: dict[str, Any] = doc["daemon"]
+            return daemon_doc if daemon_doc.get("retry_at") else None
+
+        seen = wait_until(live_error, 10.0, message="status shows the write failure")
+        assert "cannot write" in str(seen["last_error"]["message"])
+        assert seen["state_dir_errors"] >= 1
+        table = cli("status", "--config-dir", str(config.root)).stdout
+        assert "state:" in table and "next try" in table
+        _remount(small_fs, "rw")
+        # No SIGHUP, no edit: the retry applies the waiting change by itself.
+        wait_until(lambda: len(daemon.status().get("clusters", [{}])[0].get("nodes", [])) == 2,
+                   40.0, interval=0.2, message="the pending edit applied after the retry")
+        assert daemon.status()["daemon"]["last_error"] is None
+    finally:
+        _remount(small_fs, "rw")
         daemon.stop()

@@ -88,7 +88,7 @@ def guarded(short_tmp: Path,
             standin_factory: StandInFactory) -> Iterator[tuple[ConfigDir, DaemonProcess, int]]:
     nodes = [standin_factory(f"m{i}") for i in (1, 2)]
     pw = short_tmp / "stats.pw"
-    pw.write_text("first\n")
+    pw.write_text("first-pw-3k9q\n")
     config = ConfigDir(short_tmp / "etc", check="https")
     config.write("05-stats.toml", f'[stats]\nuser = "admin"\npassword_file = "{pw}"\n')
     port = free_port(BALANCER)
@@ -105,17 +105,17 @@ def test_rotation_under_load_and_bad_file_keeps_last_good(
     config, daemon, port = guarded
     stats, pw = config.stats_port, short_tmp / "stats.pw"
     assert stats_status(stats, None) == 401
-    assert stats_status(stats, "first") == 200
+    assert stats_status(stats, "first-pw-3k9q") == 200
     assert stats_status(stats, None, "/metrics") == 401  # the exporter is guarded too
-    assert stats_status(stats, "first", "/metrics") == 200
-    assert "first" not in (config.state_dir / "haproxy.cfg").read_text()
+    assert stats_status(stats, "first-pw-3k9q", "/metrics") == 200
+    assert "first-pw-3k9q" not in (config.state_dir / "haproxy.cfg").read_text()
     reloads = daemon.status()["haproxy"]["reloads"]
     with Load(version_over_tls(port)) as load:
         load.wait_requests(20)
         pw.write_text(ODD + "\n")  # outside the config dir: the daemon's tick notices
         wait_until(lambda: stats_status(stats, ODD) == 200, 10.0,
                    message="the new password is accepted")
-        assert stats_status(stats, "first") == 401
+        assert stats_status(stats, "first-pw-3k9q") == 401
         load.wait_requests(load.result.ok + 40)
         # Unreadable (gone) and then empty: refused, the current password keeps working.
         pw.unlink()

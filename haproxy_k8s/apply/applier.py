@@ -14,7 +14,13 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..config.model import AdminState, Config
-from ..errors import ConfigError, HaproxyK8sError, ProcessError, RuntimeApiError
+from ..errors import (
+    ConfigError,
+    HaproxyK8sError,
+    ProcessError,
+    RuntimeApiError,
+    StateDirError,
+)
 from ..fileio import publish, write_atomic
 from ..haproxy import render as render_mod
 from ..haproxy.binds import check_new_binds, running_binds
@@ -84,7 +90,7 @@ class Applier:
         except OSError as e:
             # A full or read-only state dir must not kill the daemon: HAProxy
             # keeps serving what it runs, and status says why nothing applies.
-            error = HaproxyK8sError(f"cannot write in {self.paths.root}: {e}")
+            error = StateDirError(f"cannot write in {self.paths.root}: {e}")
             error.file = e.filename if isinstance(e.filename, str) else None
             outcome = ApplyOutcome(ApplyAction.ERROR, error)
         outcome.seconds = time.monotonic() - started

@@ -12,6 +12,7 @@ UNKNOWN, never copied from an old status.json.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import psutil
 
 from ..config.loader import load_config
 from ..config.model import cluster_of_backend
+from ..daemon import control
 from ..daemon.health import read_stats
 from ..daemon.states import StatRow, StatRows
 from ..daemon.status import (
@@ -31,6 +33,7 @@ from ..daemon.status import (
     StatusDocument,
     build,
     exit_code,
+    parse_utc,
     shape_of_config,
     shape_of_saved,
     verdict,
@@ -44,6 +47,8 @@ from ..vip.view import vip_lines
 from .common import error_line
 
 SOCKET_TIMEOUT = 2.0
+# The loop answers between events; an apply in progress may hold it this long.
+ASK_TIMEOUT = 3.0
 
 
 def collect(paths: StatePaths, config_dir: Path) -> tuple[StatusDocument, int]:
@@ -84,12 +89,38 @@ def _daemon(paths: StatePaths, saved: StatusDocument | None,
     daemon = saved.daemon if saved is not None else DaemonStatus()
     pid = read_pid(paths.daemon_pid)
     daemon.running = _daemon_alive(pid)
-    if daemon.running:
-        daemon.pid = pid
-    else:
+    if not daemon.running:
         unreachable.append(f"daemon: not running (no live haproxy-k8s pid in "
                            f"{paths.daemon_pid}); generation and errors are as it left them")
+        return daemon
+    daemon.pid = pid
+    live = _ask_daemon(paths)
+    if isinstance(live, DaemonStatus):
+        return live  # its own word, even when it cannot write status.json
+    # Alive but silent: stopped (SIGSTOP), wedged, or busy for longer than we wait.
+    daemon.running = False
+    daemon.stale_s = _age(daemon.written_at)
+    age = f"{daemon.stale_s:.0f}s old" if daemon.stale_s is not None else "of unknown age"
+    unreachable.append(f"daemon: pid {pid} does not answer on its control socket ({live}); "
+                       f"its status.json is {age}")
     return daemon
+
+
+def _ask_daemon(paths: StatePaths) -> DaemonStatus | str:
+    """The daemon's live status over the control socket, or why it did not answer."""
+    try:
+        reply = control.call(paths.control_socket, "status", timeout=ASK_TIMEOUT)
+    except RuntimeApiError as e:
+        return str(e)
+    data = reply.get("daemon")
+    if not reply.get("ok") or not isinstance(data, dict):
+        return f"unexpected answer: {str(reply)[:100]}"
+    return StatusDocument.from_json({"daemon": data}).daemon
+
+
+def _age(stamp: str | None) -> float | None:
+    when = parse_utc(stamp)
+    return None if when is None else max(0.0, round(time.time() - when, 1))
 
 
 def _daemon_alive(pid: int | None) -> bool:
@@ -204,6 +235,8 @@ def _header_lines(doc: StatusDocument) -> list[str]:
     if last is not None:
         why = f" ({last.plan})" if last.plan else ""
         lines.append(f"last:     {last.action}{why} on {last.reason}, {last.at}")
+    if daemon.state_dir_error:
+        lines.append(f"state:    {daemon.state_dir_error} (next try {_dash(daemon.retry_at)})")
     if daemon.held:
         lines.append(f"held:     {'; '.join(daemon.held.get('reasons', []))} (applies at "
                      f"{daemon.held.get('apply_at')} unless the files change again)")

@@ -31,7 +31,7 @@ THREAD_NAME = "haproxy-k8s-control"
 MAX_REQUEST = 64 * 1024
 IO_TIMEOUT = 5.0  # a client that connects and says nothing is dropped after this
 ANSWER_TIMEOUT = 120.0  # the loop answers after the apply: a reload may take a while
-OPS = ("reload", "drain", "ready", "maint", "describe", "events", "diff")
+OPS = ("reload", "drain", "ready", "maint", "describe", "events", "diff", "status")
 
 
 @dataclass

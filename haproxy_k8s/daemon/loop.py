@@ -21,7 +21,7 @@ from types import FrameType
 from ..apply.applier import Applier, ApplyAction, ApplyOutcome
 from ..config.loader import config_files, state_dir_hint
 from ..config.model import Config, HaproxySettings
-from ..errors import ConfigError, HaproxyK8sError
+from ..errors import ConfigError, HaproxyK8sError, StateDirError
 from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.discovery import DiscoverySources, up_nodes_of
@@ -87,6 +87,9 @@ class Daemon:
         self.vip: VipManager | None = None  # [vip]: keepalived, set up by start()
         self._reexec = False  # the loop ended on SIGUSR2: exec the new code, keep HAProxy
         self.hold = HoldDown()
+        # An apply that could not write the state dir is tried again, with backoff.
+        self.retry_at: float | None = None
+        self._write_retry = Backoff(1.0, MAX_BACKOFF)
         self._with_content: frozenset[str] = frozenset()  # files with content at the last apply
 
     # -- posting (any thread, or a signal handler) ---------------------------
@@ -225,6 +228,7 @@ class Daemon:
             outcome = ApplyOutcome(ApplyAction.ERROR, e, reason="the config is invalid")
         if outcome.ok:
             self._with_content = self.files.files_with_content()
+        self._schedule_retry(outcome)
         self.state.record_apply(outcome, reason)
         inspect.record_apply(self, outcome, reason, before)
         self._refresh_config_settings()
@@ -236,6 +240,15 @@ class Daemon:
                 # systemd expects READY=1 after every RELOADING=1.
                 self.notifier.ready(self.publisher.summary())
         return outcome
+
+    def _schedule_retry(self, outcome: ApplyOutcome) -> None:
+        """A read-only or full state dir heals by itself: try again, 1 s … 30 s apart."""
+        now = time.monotonic()
+        if isinstance(outcome.error, StateDirError):
+            self.retry_at = now + self._write_retry.failed(now)
+        elif self.retry_at is not None and outcome.ok:
+            self.retry_at = None
+            self._write_retry = Backoff(1.0, MAX_BACKOFF)
 
     def _refresh_config_settings(self) -> None:
         assert self.applier is not None and self.publisher is not None
@@ -308,7 +321,9 @@ class Daemon:
     def _loop(self) -> None:
         while True:
             now = time.monotonic()
-            dues = [d for d in (self.debounce.due_in(now), self.hold.due_in(now)) if d is not None]
+            retry = None if self.retry_at is None else self.retry_at - now
+            dues = [d for d in (self.debounce.due_in(now), self.hold.due_in(now), retry)
+                    if d is not None]
             due = min(dues) if dues else None
             try:
                 event = self.events.get(timeout=TICK if due is None else max(0.0, min(due, TICK)))
@@ -341,6 +356,8 @@ class Daemon:
         held = self.hold.due_in(now)
         if (due is not None and due <= 0) or (held is not None and held <= 0):
             self.apply_files()
+        elif self.retry_at is not None and now >= self.retry_at:
+            self.apply("retry: the state dir could not be written")
 
     # -- supervision ---------------------------------------------------------
     def _supervise(self, force_status: bool = False) -> None:

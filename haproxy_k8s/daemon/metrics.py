@@ -46,6 +46,7 @@ class MetricsSnapshot:
     last_apply_unix: float | None = None
     config_errors: int = 0
     haproxy_restarts: int = 0
+    state_dir_errors: int = 0
     runtime_changes: int = 0
     haproxy_up: bool = False
     backend_servers: tuple[tuple[str, str, int], ...] = ()  # (cluster, state, count)
@@ -64,6 +65,7 @@ def snapshot_of(state: DaemonState, doc: StatusDocument) -> MetricsSnapshot:
         last_apply_unix=parse_utc(state.applied_at),
         config_errors=state.config_errors,
         haproxy_restarts=state.haproxy_restarts,
+        state_dir_errors=state.state_dir_errors,
         runtime_changes=state.runtime_changes,
         haproxy_up=doc.haproxy.reachable,
         backend_servers=tuple((c, s, n) for (c, s), n in sorted(counts.items())),
@@ -97,6 +99,10 @@ class SnapshotCollector(Collector):
         yield CounterMetricFamily("haproxy_k8s_config_errors",
                                   "Applies refused because a drop-in or the rendered config "
                                   "was invalid", value=s.config_errors)
+        yield CounterMetricFamily("haproxy_k8s_state_dir_errors",
+                                  "Applies and status writes that could not write the state "
+                                  "dir (read-only, full disk); retried with backoff",
+                                  value=s.state_dir_errors)
         yield CounterMetricFamily("haproxy_k8s_haproxy_restarts",
                                   "Times the HAProxy master exited and was started again",
                                   value=s.haproxy_restarts)

@@ -20,7 +20,7 @@ from ..fileio import write_atomic
 from .access import access_for
 from .holddown import HoldDown
 from .metrics import MetricsExporter, snapshot_of
-from .status import HaproxyStatus, StatusDocument, build, shape_of_config, summary
+from .status import DaemonStatus, HaproxyStatus, StatusDocument, build, shape_of_config, summary
 
 if TYPE_CHECKING:
     from .loop import Daemon
@@ -60,9 +60,7 @@ class StatusPublisher:
             if config is not None else []
         rows = health.rows if health is not None and table is not None else None
         discovery = {name: asdict(st) for name, st in d.discovery.statuses().items()}
-        doc = build(d.state.status(str(d.config_dir), running), haproxy, shape, rows,
-                    discovery=discovery)
-        doc.daemon.held = held_view(d.hold)
+        doc = build(self.daemon_status(running), haproxy, shape, rows, discovery=discovery)
         if d.vip is not None:
             fields = d.vip.status_fields(self.paths.config)
             doc.vip, doc.config = fields.get("vip"), fields.get("config")
@@ -72,6 +70,18 @@ class StatusPublisher:
         """Each cluster's name and UP count in the last document (for the VIP's fitness)."""
         doc = self._doc
         return [{"name": c.name, "up": c.up} for c in doc.clusters] if doc is not None else []
+
+    def daemon_status(self, running: bool = True) -> DaemonStatus:
+        """The daemon's part of the document, as it is now (the control socket's `status`)."""
+        d = self.daemon
+        status = d.state.status(str(d.config_dir), running)
+        status.held = held_view(d.hold)
+        status.state_dir_error = self._error or (
+            str(d.state.last_error.get("message")) if d.retry_at is not None and
+            d.state.last_error else None)
+        status.retry_at = _utc(time.time() + d.retry_at - time.monotonic()) \
+            if d.retry_at is not None else None
+        return status
 
     def summary(self) -> str:
         """systemd's STATUS= line, from the document just written."""
@@ -94,16 +104,19 @@ class StatusPublisher:
         doc = self._doc = self.document()
         self._log_fail_open(doc)
         self.metrics.publish(snapshot_of(self.daemon.state, doc))
-        text = doc.dumps()
-        if text == self._last_text:
+        text = doc.dumps()  # without written_at: an unchanged document is not rewritten
+        if text == self._last_text and self._error is None:
             return
+        doc.daemon.written_at = _utc(time.time())
         try:
-            write_atomic(self.paths.status, text, mode=0o640, durable=False)
+            write_atomic(self.paths.status, doc.dumps(), mode=0o640, durable=False)
         except OSError as e:
-            # Keep balancing; say it once per different failure, not every tick.
-            if self._error != str(e):
-                log.error("cannot write %s: %s", self.paths.status, e)
-                self._error = str(e)
+            # Keep balancing; say it once per different failure, not every tick. The
+            # control socket's `status` tells the CLI the truth meanwhile.
+            if self._error != f"cannot write {self.paths.status}: {e.strerror or e}":
+                self._error = f"cannot write {self.paths.status}: {e.strerror or e}"
+                self.daemon.state.state_dir_errors += 1
+                log.error("%s", self._error)
             return
         self._last_text, self._error = text, None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from ..errors import HaproxyK8sError
@@ -15,6 +16,11 @@ if TYPE_CHECKING:
 def answer(daemon: Daemon, request: Request) -> None:
     """Carry out a control request from the CLI and answer it."""
     assert daemon.applier is not None
+    if request.op == "status":
+        # The daemon's own view, live: what status.json says when it can be written.
+        assert daemon.publisher is not None
+        request.answer({"ok": True, "daemon": asdict(daemon.publisher.daemon_status())})
+        return
     if request.op in inspect.READ_OPS:
         request.answer(inspect.answer(daemon, request.op, request.args))
         return

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import __version__
 from ..apply.applier import ApplyAction, ApplyOutcome
-from ..errors import ConfigError, ValidationError
+from ..errors import ConfigError, StateDirError, ValidationError
 from .status import HISTORY, ApplyRecord, DaemonStatus, utc_now
 
 
@@ -29,6 +29,7 @@ class DaemonState:
     history: collections.deque[ApplyRecord] = field(
         default_factory=lambda: collections.deque(maxlen=HISTORY))
     started_at: str = field(default_factory=utc_now)
+    state_dir_errors: int = 0  # applies or status writes that could not write the state dir
 
     def record_error(self, error: dict[str, Any]) -> None:
         self.last_error = {"at": utc_now(), **error}
@@ -44,7 +45,8 @@ class DaemonState:
             applied_at=self.applied_at, last_error=self.last_error, applies=self.applies,
             last_apply=self.last_apply, config_dir=config_dir,
             haproxy_restarts=self.haproxy_restarts, config_errors=self.config_errors,
-            runtime_changes=self.runtime_changes, history=list(self.history))
+            runtime_changes=self.runtime_changes, history=list(self.history),
+            state_dir_errors=self.state_dir_errors)
 
     def record_apply(self, outcome: ApplyOutcome, reason: str) -> None:
         """Count an apply, keep it in the history, and remember or clear the last error."""
@@ -56,6 +58,8 @@ class DaemonState:
             self.record_error(outcome.error.record())
             if isinstance(outcome.error, ConfigError | ValidationError):
                 self.config_errors += 1
+            if isinstance(outcome.error, StateDirError):
+                self.state_dir_errors += 1
             if outcome.action is ApplyAction.ROLLBACK:
                 self.failed_reloads += 1
             return  # the event log says it (inspect.record_apply), once

@@ -137,6 +137,13 @@ class DaemonStatus:
     history: list[ApplyRecord] = field(default_factory=list)  # oldest first
     # A change waiting out watch.hold_down: {"since", "apply_at", "reasons"}; None if none.
     held: dict[str, Any] | None = None
+    # Writing the state dir failed (read-only, full disk): why, and when the
+    # daemon tries again. None while it writes fine.
+    state_dir_error: str | None = None
+    retry_at: str | None = None
+    state_dir_errors: int = 0
+    written_at: str | None = None  # when this status.json was written
+    stale_s: float | None = None  # `status`: how old a status.json the daemon no longer updates
 
 
 @dataclass
