@@ -154,6 +154,12 @@ def cmd_restart_daemon(args: argparse.Namespace) -> int:
     return restart_daemon(_state_paths(args), args.timeout)
 
 
+def cmd_keepalived_install(args: argparse.Namespace) -> int:
+    from ..vip.unitside import main as install
+
+    return install(_state_paths(args).root, args.keepalived, args.hup)
+
+
 def cmd_admin_state(args: argparse.Namespace) -> int:
     """drain / ready / maint: ask the daemon to set a node's admin state."""
     from ..config.schema import parse_duration
@@ -221,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("--state-dir", help="override haproxy.state_dir")
     restart.add_argument("--timeout", type=float, default=60.0)
     restart.set_defaults(func=cmd_restart_daemon)
+    # Run by haproxy-k8s-keepalived.service (root, netlink), not by hand: vip/unitside.py.
+    install = sub.add_parser("keepalived-install", parents=[common],
+                             help="[vip] manage=unit: test the published keepalived.conf and "
+                                  "install it for the keepalived unit")
+    install.add_argument("--state-dir", help="override haproxy.state_dir")
+    install.add_argument("--keepalived", default="keepalived", help="the binary")
+    install.add_argument("--hup", type=int, metavar="PID", help="then reload this keepalived")
+    install.set_defaults(func=cmd_keepalived_install)
     for state, text in (("drain", "stop new connections to a node; existing ones finish"),
                         ("ready", "put a node back into service"),
                         ("maint", "take a node out of service at once")):
