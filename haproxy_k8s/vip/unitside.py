@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -33,7 +32,6 @@ from ..fileio import write_atomic
 from .check import check_keepalived
 from .render import VipPaths
 
-log = logging.getLogger(__name__)
 VERDICT = "config-test.json"  # VipPaths.unit_verdict
 
 
@@ -104,6 +102,12 @@ def main(state_dir: Path, binary: str, hup: int | None) -> int:
     published = paths.config
     try:
         verdict = install(published, paths.unit_dir, binary, hup)
+    except FileNotFoundError:
+        # [vip] was removed: the daemon closed the fit link, so keepalived is in FAULT and
+        # holds no address; it is for the operator to stop the unit.
+        print(f"haproxy-k8s: {published} is gone ([vip] removed?): keepalived keeps its "
+              "config, in FAULT; stop haproxy-k8s-keepalived.service", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"haproxy-k8s: cannot install {published}: {e}", file=sys.stderr)
         return 1
