@@ -313,6 +313,8 @@ in
         WatchdogSec = "30s";
         Restart = "on-failure";
         RestartSec = "2s";
+        # 78 (EX_CONFIG): a state dir the sandbox cannot write; restarting cannot fix it.
+        RestartPreventExitStatus = "78";
         KillMode = "process";
 
         RuntimeDirectory = "haproxy-k8s";

@@ -52,7 +52,7 @@ def check(config_dir: Path, haproxy_bin: str) -> str:
 
 
 def test_examples_pass_check(haproxy_bin: str) -> None:
-    assert "OK (1 clusters, 3 nodes)" in check(EXAMPLES, haproxy_bin)
+    assert "OK (1 cluster, 3 nodes)" in check(EXAMPLES, haproxy_bin)
 
 
 def test_examples_with_every_optional_dropin_pass_check(haproxy_bin: str,
@@ -110,8 +110,9 @@ def test_rendering_is_deterministic() -> None:
 
 
 def _all_keys() -> set[str]:
-    """Every key name the schema accepts in any table (`nodes` is a table of tables)."""
-    return {key for section, keys in SECTION_KEYS.items() if section for key in keys} - {"nodes"}
+    """Every key name the schema accepts in any table (`nodes` and `discovery` are tables)."""
+    return {key for section, keys in SECTION_KEYS.items() if section for key in keys} \
+        - {"nodes", "discovery"}
 
 
 def test_full_fixture_sets_every_key() -> None:
@@ -132,7 +133,7 @@ def test_configuration_reference_documents_every_key() -> None:
     """docs/configuration.md has a row for every key the schema accepts."""
     text = CONFIG_DOC.read_text()
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, re.MULTILINE))
-    known = _all_keys() | {"nodes"} | VIP_KEYS
+    known = _all_keys() | {"nodes", "discovery"} | VIP_KEYS
     assert not known - documented, f"undocumented keys: {sorted(known - documented)}"
     assert not documented - known, f"documented keys that do not exist: "\
         f"{sorted(documented - known)}"

@@ -332,7 +332,7 @@ def test_origin_drop_in_passes_check_and_renders_the_golden_config(
     # --no-bind-check: the origin binds 192.168.8.1, an address of the router, not of this host.
     done = cli("check", "--no-bind-check", "--config-dir", str(config_dir), PATH=path)
     assert done.returncode == 0, done.stderr
-    assert "OK (1 clusters, 3 nodes)" in done.stdout
+    assert "OK (1 cluster, 3 nodes)" in done.stdout
     rendered = cli("render", "--config-dir", str(config_dir))
     assert rendered.returncode == 0, rendered.stderr
     config = load_config(config_dir)

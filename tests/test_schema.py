@@ -526,7 +526,7 @@ def test_every_haproxy_setting_has_a_key() -> None:
 
 
 def test_cluster_tables_take_every_defaults_key() -> None:
-    assert SECTION_KEYS["defaults"] | {"bind", "nodes"} == SECTION_KEYS["cluster"]
+    assert SECTION_KEYS["defaults"] | {"bind", "nodes", "discovery"} == SECTION_KEYS["cluster"]
 
 
 @pytest.mark.parametrize(("path", "text"), [

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..config.model import AdminState, Config, cluster_of_backend, server_id
+from ..config.model import AdminState, Config, Node, cluster_of_backend, server_id
 from ..errors import RuntimeApiError
 from ..haproxy.render import server_params
 from ..haproxy.runtime import AdminApi
@@ -34,6 +34,8 @@ class PendingRemoval:
     server: str  # backend/name
     deadline: float
     attempts: int = 0
+    cluster: str = ""  # which cluster and node it was, for `status` (DRAIN (removing))
+    node: Node | None = None
 
 
 class RuntimeOps:
@@ -84,7 +86,9 @@ class RuntimeOps:
         self.admin.set_state(change.server, AdminState.DRAIN)
         # Deleted by the next tick once drained: one `show stat` for all removals,
         # not one each (that made removing 1,000 nodes take half a minute).
-        self.pending[change.server] = PendingRemoval(change.server, time.monotonic() + grace)
+        self.pending[change.server] = PendingRemoval(change.server, time.monotonic() + grace,
+                                                     cluster=change.cluster.name,
+                                                     node=change.node)
 
     # -- deferred removal --------------------------------------------------
     def tick(self) -> None:
@@ -127,6 +131,11 @@ class RuntimeOps:
             return {}
         return {f"{backend}/{name}": int(row.get("scur") or 0)
                 for (backend, name), row in rows.items()}
+
+    def removals(self) -> list[tuple[str, Node]]:
+        """(cluster, node) of every server still draining out, for the status document."""
+        return [(item.cluster, item.node) for item in self.pending.values()
+                if item.node is not None]
 
     def forget_pending(self) -> None:
         """A reload replaced every server: pending deletions are moot."""

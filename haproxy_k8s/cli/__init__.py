@@ -50,13 +50,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     does not hold yet.
     """
     from ..apply.candidate import dry_run
-    from ..config.loader import load_config
+    from ..config.loader import unread_dropins
     from ..haproxy.binds import check_offline
     from ..haproxy.check import haproxy_version
+    from ..sources.files import FileSource
+    from .common import plural
 
     config_dir = _config_dir(args)
+    for name in unread_dropins(config_dir):
+        print(f"warning: {name}: ignored: only *.toml and *.json drop-ins are read",
+              file=sys.stderr)
     try:
-        config = load_config(config_dir)
+        config = FileSource(config_dir).load()  # what the daemon loads, file checks included
         _, promex = haproxy_version(config.haproxy.binary)
         result = dry_run(config, promex=promex)
         # Binds last: a port another process holds fails only when HAProxy runs it.
@@ -67,7 +72,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     nodes = sum(len(c.nodes) for c in config.clusters)
     for warning in [*result.warnings, *bind_warnings]:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{config_dir}: OK ({len(config.clusters)} clusters, {nodes} nodes)")
+    print(f"{config_dir}: OK ({plural(len(config.clusters), 'cluster')}, "
+          f"{plural(nodes, 'node')})")
     return 0
 
 
@@ -114,12 +120,33 @@ def _state_paths(args: argparse.Namespace) -> StatePaths:
     return StatePaths(Path(args.state_dir or state_dir_hint(_config_dir(args))))
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from .status import collect, format_table
+def _status_arguments(parser: argparse.ArgumentParser) -> None:
+    from .views import add_arguments
 
-    doc, code = collect(_state_paths(args), _config_dir(args))
-    sys.stdout.write(doc.dumps() if args.json else format_table(doc))
-    return code
+    add_arguments(parser)
+    parser.set_defaults(func=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .views import cmd_status as status
+
+    return status(args, _state_paths(args), _config_dir(args))
+
+
+# -- describe / events / diff (cli/inspect.py) -------------------------------------------
+def _inspect_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    from . import inspect
+
+    describe = sub.add_parser("describe", parents=[common], help="everything about one node")
+    inspect.add_describe_arguments(describe)
+    describe.set_defaults(func=lambda a: inspect.cmd_describe(a, _state_paths(a)))
+    events = sub.add_parser("events", parents=[common],
+                            help="the daemon's state changes and applies, one line each")
+    inspect.add_events_arguments(events)
+    events.set_defaults(func=lambda a: inspect.cmd_events(a, _state_paths(a)))
+    sub.add_parser("diff", parents=[common], help="what an apply would change, without "
+                   "applying").set_defaults(
+        func=lambda a: inspect.cmd_diff(a, _state_paths(a), _config_dir(a)))
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -136,16 +163,14 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def _report_apply(reply: dict[str, Any]) -> int:
+    from .common import error_line
+
     if reply.get("ok"):
         why = f" ({reply['reason']})" if reply.get("reason") else ""
         print(f"applied: {reply.get('action')}{why} in {reply.get('seconds', 0) * 1000:.0f} ms, "
               f"generation {reply.get('generation')}")
         return 0
-    error = reply.get("error") or {}
-    message, file = str(error.get("message", error)), error.get("file")
-    # A config error's message already starts with its file.
-    where = f"{file}: " if file and not message.startswith(str(file)) else ""
-    return _fail(f"apply failed: {where}{message}")
+    return _fail(f"apply failed: {error_line(reply.get('error'))}")
 
 
 def cmd_restart_daemon(args: argparse.Namespace) -> int:
@@ -161,23 +186,23 @@ def cmd_keepalived_install(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_state(args: argparse.Namespace) -> int:
-    """drain / ready / maint: ask the daemon to set a node's admin state."""
-    from ..config.schema import parse_duration
+    """drain / ready / maint (and cordon / uncordon): ask the daemon to set a node's admin state."""
     from .admin import RefusedError, parse_target, set_admin_state, wait_drained
+    from .common import plural, show_duration
 
     try:
         target = parse_target(args.target)
-        timeout = parse_duration(args.timeout) / 1000
     except ValueError as e:
         return _fail(str(e), 2)
     paths = _state_paths(args)
     try:
-        set_admin_state(paths, target, args.state)
+        set_admin_state(paths, target, args.state, force=args.force)
         print(f"{target}: {args.state}")
         if args.state != "ready" and args.wait:
-            left = wait_drained(paths, target, timeout)
+            left = wait_drained(paths, target, args.timeout)
             if left:
-                return _fail(f"{target}: {left} sessions still open after {args.timeout}")
+                return _fail(f"{target}: {plural(left, 'session')} still open after "
+                             f"{show_duration(args.timeout)}")
             print(f"{target}: no sessions left")
     except RefusedError as e:
         return _fail(str(e), 1)
@@ -193,14 +218,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser ---------------------------------------------------------------------------
+def _global_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    # Given to the main parser (default None) and to every subcommand
+    # (default SUPPRESS, so a flag before the command is not reset by the
+    # subparser): `haproxy-k8s --config-dir D status` = `status --config-dir D`.
+    parser.add_argument("--config-dir", default=default, metavar="DIR",
+                        help="config directory (env HAPROXY_K8S_CONFIG_DIR, "
+                        f"default {DEFAULT_CONFIG_DIR})")
+    parser.add_argument("--state-dir", default=default, metavar="DIR",
+                        help="the daemon's state dir (default: haproxy.state_dir of the config)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import helptext
+    from .common import duration
+
     parser = argparse.ArgumentParser(
         prog="haproxy-k8s", description="HAProxy in front of kube-apiservers, declaratively.")
     parser.add_argument("--version", action="version", version=f"haproxy-k8s {__version__}")
+    _global_flags(parser, None)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config-dir", help="config directory (env HAPROXY_K8S_CONFIG_DIR, "
-                        f"default {DEFAULT_CONFIG_DIR})")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _global_flags(common, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"])
@@ -215,42 +254,47 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("firewall", parents=[common], help="print an nftables ruleset for the "
                    "configured ports").set_defaults(func=cmd_firewall)
     status = sub.add_parser("status", parents=[common], help="backend health")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--state-dir", help="override haproxy.state_dir")
-    status.set_defaults(func=cmd_status)
+    _status_arguments(status)
     reload = sub.add_parser("reload", parents=[common], help="re-apply the drop-ins now")
-    reload.add_argument("--state-dir", help="override haproxy.state_dir")
-    reload.add_argument("--timeout", type=float, default=60.0)
+    reload.add_argument("--timeout", type=duration, default=60.0, metavar="DURATION",
+                        help="how long to wait for the daemon's answer (default 60s)")
     reload.set_defaults(func=cmd_reload)
     restart = sub.add_parser("restart-daemon", parents=[common],
                              help="re-execute the daemon (after an upgrade); HAProxy keeps serving")
-    restart.add_argument("--state-dir", help="override haproxy.state_dir")
-    restart.add_argument("--timeout", type=float, default=60.0)
+    restart.add_argument("--timeout", type=duration, default=60.0, metavar="DURATION",
+                         help="how long to wait for the new daemon (default 60s)")
     restart.set_defaults(func=cmd_restart_daemon)
     # Run by haproxy-k8s-keepalived.service (root, netlink), not by hand: vip/unitside.py.
     install = sub.add_parser("keepalived-install", parents=[common],
                              help="[vip] manage=unit: test the published keepalived.conf and "
                                   "install it for the keepalived unit")
-    install.add_argument("--state-dir", help="override haproxy.state_dir")
     install.add_argument("--keepalived", default="keepalived", help="the binary")
     install.add_argument("--hup", type=int, metavar="PID", help="then reload this keepalived")
     install.set_defaults(func=cmd_keepalived_install)
-    for state, text in (("drain", "stop new connections to a node; existing ones finish"),
-                        ("ready", "put a node back into service"),
-                        ("maint", "take a node out of service at once")):
-        verb = sub.add_parser(state, parents=[common], help=text)
+    for state, aliases, text in (
+            ("drain", ["cordon"], "stop new connections to a node; existing ones finish"),
+            ("ready", ["uncordon"], "put a node back into service"),
+            ("maint", [], "take a node out of service at once")):
+        verb = sub.add_parser(state, parents=[common], help=text, aliases=aliases)
         verb.add_argument("target", metavar="CLUSTER/NODE")
-        verb.add_argument("--state-dir", help="override haproxy.state_dir")
         if state != "ready":
             verb.add_argument("--wait", action="store_true",
                               help="return once the node has no sessions left")
-            verb.add_argument("--timeout", default="5m", help="with --wait (default 5m)")
-        verb.set_defaults(func=cmd_admin_state, state=state, wait=False, timeout="5m")
+            verb.add_argument("--timeout", type=duration, default=300.0, metavar="DURATION",
+                              help="with --wait (default 5m)")
+        if state == "maint":
+            verb.add_argument("--force", action="store_true",
+                              help="even when it is the last serving node of its cluster")
+        verb.set_defaults(func=cmd_admin_state, state=state, wait=False, timeout=300.0,
+                          force=False)
+    _inspect_commands(sub, common)
     demo = sub.add_parser("demo", help="run a local demo: stand-in apiservers behind HAProxy")
-    demo.add_argument("--duration", type=float, default=None,
-                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.add_argument("--duration", type=duration, default=None, metavar="DURATION",
+                      help="stop after this long (default: until Ctrl-C)")
     demo.add_argument("--dir", help="use this directory instead of a temporary one")
     demo.set_defaults(func=cmd_demo)
+    helptext.generator_commands(sub, parser)
+    helptext.decorate(parser)
     return parser
 
 
@@ -258,4 +302,3 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code
-

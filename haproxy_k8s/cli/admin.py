@@ -43,9 +43,15 @@ class RefusedError(RuntimeApiError):
     """The daemon answered, and said no (an unknown node, HAProxy refused)."""
 
 
-def set_admin_state(paths: StatePaths, target: Target, state: str) -> None:
-    """Ask the running daemon to set `state`; raises RuntimeApiError without one."""
-    reply = control.call(paths.control_socket, state, {"target": str(target)})
+def set_admin_state(paths: StatePaths, target: Target, state: str, force: bool = False) -> None:
+    """Ask the running daemon to set `state`; raises RuntimeApiError without one.
+
+    `force`: maint even of a cluster's last serving node (the daemon refuses otherwise).
+    """
+    args: dict[str, object] = {"target": str(target)}
+    if force:
+        args["force"] = True
+    reply = control.call(paths.control_socket, state, args)
     if not reply.get("ok"):
         error = reply.get("error") or {}
         raise RefusedError(str(error.get("message", error)))

@@ -41,6 +41,7 @@ from ..haproxy.paths import StatePaths
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import MasterClient
 from ..vip.view import vip_lines
+from .common import error_line
 
 SOCKET_TIMEOUT = 2.0
 
@@ -52,7 +53,10 @@ def collect(paths: StatePaths, config_dir: Path) -> tuple[StatusDocument, int]:
     daemon = _daemon(paths, saved, unreachable)
     haproxy = _haproxy(paths, saved, unreachable)
     rows = _stats(paths, unreachable)
-    doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable)
+    # Discovery state is the daemon's to know: as it last saved it.
+    discovery = {c.name: c.discovery for c in saved.clusters if c.discovery} if saved else {}
+    doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable,
+                discovery=discovery)
     if saved is not None:
         # [vip] role and config hashes: as the daemon last wrote them (it rewrites
         # status.json on every VRRP transition).
@@ -155,14 +159,22 @@ def _shape_of_rows(rows: StatRows) -> list[ClusterShape]:
 
 # -- the table ------------------------------------------------------------------------------
 HEADER = ("CLUSTER", "BIND", "NODE", "ADDRESS", "STATE", "LAST CHECK", "SINCE", "SESSIONS")
+# `-o wide`: what an operator asks next (why that weight? who set maint? how busy?).
+WIDE = ("WEIGHT", "ADMIN", "RATE", "CHECK DETAIL", "SOURCE", "ORIGIN")
 
 
-def format_table(doc: StatusDocument | dict[str, Any]) -> str:
+def format_table(doc: StatusDocument | dict[str, Any], wide: bool = False) -> str:
     """What an operator reads at a glance: who serves, who does not, and why."""
     d = doc if isinstance(doc, StatusDocument) else StatusDocument.from_json(doc)
-    lines = _header_lines(d)
+    lines = _header_lines(d) + _discovery_lines(d.clusters)
     lines.append("")
-    lines += _align([HEADER, *_node_rows(d.clusters)])
+    rows = [HEADER + (WIDE if wide else ()), *_node_rows(d.clusters, wide)]
+    # A SOURCE column only where discovery adds nodes: static setups read as before
+    # (`-o wide` always has it).
+    if not wide and any(n.source != "static" for c in d.clusters for n in c.nodes):
+        sources = [n.source for c in d.clusters for n in c.nodes]
+        rows = [(*row, source) for row, source in zip(rows, ["SOURCE", *sources], strict=True)]
+    lines += _align(rows)
     lines += ["", verdict(d)]
     return "\n".join(lines) + "\n"
 
@@ -183,29 +195,57 @@ def _header_lines(doc: StatusDocument) -> list[str]:
         lines.append("note:     this HAProxy has no Prometheus exporter: stats /metrics is off")
     error = daemon.last_error
     if error:
-        where = f"{error.get('file')}: " if error.get("file") else ""
-        lines.append(f"error:    {where}{error.get('message')} (at {error.get('at')})")
+        lines.append(f"error:    {error_line(error)} (at {error.get('at')})")
     # The last apply that did something: why HAProxy runs what it runs.
     last = next((r for r in reversed(daemon.history) if r.action != "noop"), None)
     if last is not None:
         why = f" ({last.plan})" if last.plan else ""
         lines.append(f"last:     {last.action}{why} on {last.reason}, {last.at}")
+    if daemon.held:
+        lines.append(f"held:     {'; '.join(daemon.held.get('reasons', []))} (applies at "
+                     f"{daemon.held.get('apply_at')} unless the files change again)")
     lines += vip_lines({"vip": doc.vip})
     lines += [f"unreachable: {problem}" for problem in doc.unreachable]
     return lines
 
 
-def _node_rows(clusters: list[ClusterStatus]) -> list[tuple[str, ...]]:
+def _discovery_lines(clusters: list[ClusterStatus]) -> list[str]:
+    lines = []
+    for cluster in clusters:
+        d = cluster.discovery
+        if not d:
+            continue
+        text = (f"discovery: {cluster.name}: {d.get('state')}, {d.get('endpoints', 0)} endpoints, "
+                f"last sync {_dash(d.get('last_sync'))}, resourceVersion "
+                f"{_dash(d.get('resource_version'))}")
+        if d.get("via") == "nodes":
+            text += ", reaching the API at the nodes directly"
+        if d.get("last_error"):
+            text += f"; error: {d['last_error']} (at {d.get('last_error_at')})"
+        lines.append(text)
+    return lines
+
+
+def _node_rows(clusters: list[ClusterStatus], wide: bool = False) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for cluster in clusters:
         # Name, bind and the up count once per cluster: the eye finds the groups.
         first = (f"{cluster.name} ({cluster.up}/{cluster.total} up)",
                  ",".join(cluster.bind) or "-")
         for i, node in enumerate(cluster.nodes):
-            rows.append((*(first if i == 0 else ("", "")), node.name,
-                         f"{node.address}:{node.port}", node.state, _check(node),
-                         _since(node.last_change_s), _dash(node.sessions)))
+            row: tuple[str, ...] = (*(first if i == 0 else ("", "")), node.name,
+                   f"{node.address}:{node.port}", _state(node), _check(node),
+                   _since(node.last_change_s), _dash(node.sessions))
+            if wide:
+                row += (_dash(node.weight), node.admin, _dash(node.rate),
+                        _dash(node.check_detail), node.source, _dash(node.origin))
+            rows.append(row)
     return rows
+
+
+def _state(node: NodeStatus) -> str:
+    # A node deleted from the config keeps its clients until they leave.
+    return f"{node.state} (removing)" if node.removing else node.state
 
 
 def _check(node: NodeStatus) -> str:

@@ -53,6 +53,20 @@ def is_ignored(name: str) -> bool:
     return not name.endswith(SUFFIXES)
 
 
+# Suffixes people try that we do not read: worth a warning, not silence.
+UNREAD_SUFFIXES = (".yaml", ".yml")
+
+
+def unread_dropins(config_dir: Path) -> list[str]:
+    """Drop-ins that look meant to be read but are not (`conf.d/x.yaml`), for a warning."""
+    try:
+        names = sorted(e.name for e in os.scandir(Path(config_dir) / DROPIN_DIR)
+                       if e.name.endswith(UNREAD_SUFFIXES) and not e.name.startswith("."))
+    except OSError:
+        return []
+    return [f"{DROPIN_DIR}/{name}" for name in names]
+
+
 def config_files(config_dir: Path) -> list[Path]:
     """The files `load_raw` reads, in the order it applies them."""
     config_dir = Path(config_dir)

@@ -164,6 +164,9 @@ class Node:
     weight: int = 100
     backup: bool = False
     enabled: bool = True
+    # Where the node came from: "static" (a drop-in) or "kubernetes" (discovery).
+    # Not compared: the same server found another way is no change to HAProxy.
+    source: str = field(default="static", compare=False)
 
     @property
     def is_ip(self) -> bool:
@@ -180,11 +183,28 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Discovery:
+    """`[clusters.NAME.discovery]`: find apiservers in the EndpointSlices of a Service."""
+
+    kubeconfig: str
+    namespace: str = "default"
+    service: str = "kubernetes"
+    port_name: str = "https"
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     binds: tuple[Bind, ...]
     nodes: tuple[Node, ...]  # sorted by name; disabled nodes are dropped by `schema`
     settings: ClusterSettings = field(default_factory=ClusterSettings)
+    # Discovery changes what the discovery source watches, never haproxy.cfg by
+    # itself: kept out of the comparison, so the planner sees no reload for it.
+    discovery: Discovery | None = field(default=None, compare=False)
+    # Nodes a drop-in disabled (`enabled = false`): their names, and the
+    # address:port of those that name one. Discovery keeps them out.
+    disabled_names: frozenset[str] = field(default=frozenset(), compare=False)
+    disabled_addresses: frozenset[tuple[str, int]] = field(default=frozenset(), compare=False)
 
     @property
     def backend(self) -> str:
@@ -224,6 +244,9 @@ class WatchSettings:
     settle_ms: int = 20
     # A constant stream of edits still applies after at most this long.
     max_wait_ms: int = 2_000
+    # A change that removes a cluster or a bind, or empties a file, waits until
+    # it held this long unchanged: a save in progress must not drop clients.
+    hold_down_ms: int = 2_000
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from .model import (
     StatsSettings,
     WatchSettings,
 )
+from .schema_discovery import DISCOVERY_KEYS, discovery_fields
 from .values import (
     _CLUSTER_NAME,
     _DOTTED_NAME,
@@ -132,6 +133,7 @@ _WATCH: dict[str, tuple[str, Parser]] = {
     "debounce": ("debounce_ms", _duration()),
     "max_wait": ("max_wait_ms", _duration()),
     "settle": ("settle_ms", _duration(allow_zero=True)),
+    "hold_down": ("hold_down_ms", _duration(allow_zero=True)),
 }
 
 _STATS_KEYS = frozenset({"bind", "allow", "user", "password_file"})
@@ -146,8 +148,9 @@ SECTION_KEYS: Mapping[str, frozenset[str]] = {
     "stats": _STATS_KEYS,
     "metrics": _STATS_KEYS,
     "watch": frozenset(_WATCH),
-    "cluster": frozenset(_CLUSTER_SETTINGS) | {"bind", "nodes"},
+    "cluster": frozenset(_CLUSTER_SETTINGS) | {"bind", "nodes", "discovery"},
     "node": _NODE_KEYS,
+    "discovery": DISCOVERY_KEYS,
 }
 
 
@@ -334,6 +337,7 @@ def _cluster(section: _Section, defaults: ClusterSettings) -> Cluster:
         binds=section.require("bind", _binds),
         nodes=_nodes(section),
         settings=settings,
+        **discovery_fields(section),  # after _nodes: every node is valid by then
     )
 
 

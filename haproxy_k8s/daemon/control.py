@@ -14,7 +14,9 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ THREAD_NAME = "haproxy-k8s-control"
 MAX_REQUEST = 64 * 1024
 IO_TIMEOUT = 5.0  # a client that connects and says nothing is dropped after this
 ANSWER_TIMEOUT = 120.0  # the loop answers after the apply: a reload may take a while
-OPS = ("reload", "drain", "ready", "maint")
+OPS = ("reload", "drain", "ready", "maint", "describe", "events", "diff")
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Request:
 
     op: str
     args: dict[str, Any] = field(default_factory=dict)
+    peer: str = ""  # who asked: "root (uid 0)", from the socket's peer credentials
     _reply: dict[str, Any] | None = None
     _done: threading.Event = field(default_factory=threading.Event)
 
@@ -108,8 +111,22 @@ class ControlServer:
         except (OSError, ValueError) as e:
             _send(conn, {"ok": False, "error": f"bad request: {e}"})
             return
+        request.peer = peer_name(conn)
         self._post(request)
         _send(conn, request.wait(ANSWER_TIMEOUT))
+
+
+def peer_name(conn: socket.socket) -> str:
+    """The connecting user, for the record of who drained a node (Linux SO_PEERCRED)."""
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return ""
+    _, uid, _ = struct.unpack("3i", creds)
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def parse_request(line: bytes) -> Request:

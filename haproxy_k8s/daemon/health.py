@@ -104,11 +104,16 @@ class HealthPoller:
     """Polls on its own thread; `latest()` is safe from any thread."""
 
     def __init__(self, admin_socket: Path, interval: float = MAX_INTERVAL, *,
-                 timeout: float = 2.0, on_change: Callable[[], None] | None = None) -> None:
+                 timeout: float = 2.0, on_change: Callable[[], None] | None = None,
+                 on_transition: Callable[[ServerKey, str | None, StatRow], None] | None = None,
+                 ) -> None:
         self.admin_socket = admin_socket
         self.interval = interval  # read every round: the daemon may change it after an apply
         self.timeout = timeout
         self.on_change = on_change  # called (on the poller thread) after a transition
+        # Given each transition (on the poller thread) instead of logging it:
+        # the daemon's event log records and logs it.
+        self.on_transition = on_transition
         self._snapshot = HealthSnapshot()
         self._lock = threading.Lock()  # guards _snapshot
         self._poll_lock = threading.Lock()  # one poll at a time: _states is shared
@@ -186,8 +191,11 @@ class HealthPoller:
         changed = transitions(self._states, rows)
         for key, before, row in changed:
             after = node_state(row)
-            level = logging.WARNING if after in ("DOWN", "NOLB", "UNKNOWN") else logging.INFO
-            log.log(level, "%s", describe(key, before, row))
+            if self.on_transition is not None:
+                self.on_transition(key, before, row)
+            else:
+                level = logging.WARNING if after in ("DOWN", "NOLB", "UNKNOWN") else logging.INFO
+                log.log(level, "%s", describe(key, before, row))
             self._states[key] = after
         for key in [k for k in self._states if k not in rows]:
             del self._states[key]

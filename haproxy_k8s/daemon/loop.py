@@ -21,23 +21,25 @@ from types import FrameType
 from ..apply.applier import Applier, ApplyAction, ApplyOutcome
 from ..config.loader import config_files, state_dir_hint
 from ..config.model import Config, HaproxySettings
-from ..errors import ConfigError, HaproxyK8sError, ValidationError
+from ..errors import ConfigError, HaproxyK8sError
 from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
+from ..sources.discovery import DiscoverySources, up_nodes_of
 from ..sources.files import FileSource
 from ..sources.secretfiles import SecretFiles, secret_files
 from ..vip.manager import VipManager
 from ..vip.metrics import VipCollector
-from . import reexec
+from . import inspect, reexec, requests
 from .backoff import Backoff
 from .control import ControlServer, Request
 from .debounce import Debouncer
+from .events import EventLog
 from .health import HealthPoller, poll_interval
+from .holddown import HoldDown, destructive_changes
 from .lock import StateDirLock
 from .publisher import StatusPublisher
 from .readiness import wait_serving
 from .state import DaemonState
-from .status import ApplyRecord, utc_now
 from .systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,12 @@ class Daemon:
         self.config_dir = config_dir
         self.files = FileSource(config_dir)
         self.node_sources = list(node_sources or [])
+        # Kubernetes discovery, one source per cluster that asks for it (synced on each load).
+        self.discovery = DiscoverySources(up_nodes_of(lambda: self.health))
+        self.node_sources.append(self.discovery)
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self.state = DaemonState(pid=os.getpid())
+        self.eventlog = EventLog()  # for `events`, `describe` and the journal
         self.applier: Applier | None = None
         self.version, self.promex = "unknown", True
         self._restarts = Backoff(1.0, MAX_BACKOFF)  # of the HAProxy master
@@ -80,6 +86,8 @@ class Daemon:
         self._secret_files = SecretFiles()
         self.vip: VipManager | None = None  # [vip]: keepalived, set up by start()
         self._reexec = False  # the loop ended on SIGUSR2: exec the new code, keep HAProxy
+        self.hold = HoldDown()
+        self._with_content: frozenset[str] = frozenset()  # files with content at the last apply
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -98,6 +106,7 @@ class Daemon:
     def desired(self) -> Config:
         """Every source's answer merged into one Config (raises ConfigError)."""
         base = self.files.load()
+        self.discovery.sync(base)
         sets = [s for source in self.node_sources for s in source.node_sets(base)]
         return merge_nodes(base, sets)
 
@@ -111,8 +120,9 @@ class Daemon:
         # Thousands of runtime changes in one apply must not starve the watchdog.
         self.applier.ops.heartbeat = lambda: self._ping_watchdog(time.monotonic())
         # A transition wakes the main loop, so status.json follows it at once.
-        self.health = HealthPoller(self.applier.paths.admin_socket,
-                                   on_change=lambda: self.post("health"))
+        self.health = HealthPoller(
+            self.applier.paths.admin_socket, on_change=lambda: self.post("health"),
+            on_transition=lambda *change: inspect.record_transition(self, *change))
         self.publisher = StatusPublisher(self)
         self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
         self.publisher.metrics.registry.register(VipCollector(self.vip))
@@ -126,7 +136,9 @@ class Daemon:
             # Not only broken drop-ins: an unreadable password file, a taken port.
             self._serve_last_good(outcome.error, adopted is not None)
         if not self.applier.master.alive():
-            raise HaproxyK8sError(self._error_text() or "HAProxy could not be started")
+            # The failed apply's event (logged just above) has the whole error.
+            raise HaproxyK8sError("HAProxy could not be started; the error is logged above"
+                                  if self._error_text() else "HAProxy could not be started")
 
     def _initial_config(self) -> tuple[Config, HaproxyK8sError | None]:
         try:
@@ -183,17 +195,38 @@ class Daemon:
             self.on_ready()
 
     # -- apply ----------------------------------------------------------------
-    def apply(self, reason: str) -> ApplyOutcome:
+    def apply_files(self) -> None:
+        """Files changed: apply now, unless the change takes capacity away (hold it)."""
         assert self.applier is not None and self.publisher is not None
         self.debounce.clear()
+        try:
+            desired = self.desired()
+        except ConfigError:
+            self.apply("files changed")  # refused and reported; nothing is taken away
+            return
+        emptied = set(self._with_content - self.files.files_with_content())
+        reasons = destructive_changes(self.applier.applied, desired, emptied)
+        if self.hold.ready(desired, reasons, time.monotonic()):
+            self.apply("files changed", desired)
+        else:
+            self.publisher.write()  # status says what is held and why
+
+    def apply(self, reason: str, desired: Config | None = None) -> ApplyOutcome:
+        assert self.applier is not None and self.publisher is not None
+        self.debounce.clear()
+        self.hold.clear()
         self.state.applies += 1
         if self._ready:
             self.notifier.reloading()
+        before = self.applier.applied
         try:
-            outcome = self.applier.apply(self.desired())
+            outcome = self.applier.apply(desired if desired is not None else self.desired())
         except ConfigError as e:
             outcome = ApplyOutcome(ApplyAction.ERROR, e, reason="the config is invalid")
-        self._record(outcome, reason)
+        if outcome.ok:
+            self._with_content = self.files.files_with_content()
+        self.state.record_apply(outcome, reason)
+        inspect.record_apply(self, outcome, reason, before)
         self._refresh_config_settings()
         if self.vip is not None:
             self.vip.configure(self.applier.applied)
@@ -204,34 +237,12 @@ class Daemon:
                 self.notifier.ready(self.publisher.summary())
         return outcome
 
-    def _record(self, outcome: ApplyOutcome, reason: str) -> None:
-        self.state.history.append(ApplyRecord(
-            at=utc_now(), reason=reason, action=outcome.action, ok=outcome.ok,
-            seconds=round(outcome.seconds, 4), plan=outcome.reason,
-            error=str(outcome.error) if outcome.error is not None else None))
-        if outcome.error is not None:
-            self.state.record_error(outcome.error.record())
-            if isinstance(outcome.error, ConfigError | ValidationError):
-                self.state.config_errors += 1
-            if outcome.action == "rollback":
-                self.state.failed_reloads += 1
-            log.error("apply (%s) failed: %s", reason, outcome.error)
-            return
-        self.state.last_error = None
-        self.state.runtime_changes += outcome.runtime_changes
-        if outcome.action == "reload":
-            self.state.reloads += 1
-        if outcome.action != "noop":
-            self.state.generation += 1
-            self.state.applied_at = utc_now()
-            log.info("applied generation %d (%s: %s; on %s) in %.0f ms", self.state.generation,
-                     outcome.action, outcome.reason, reason, outcome.seconds * 1000)
-
     def _refresh_config_settings(self) -> None:
         assert self.applier is not None and self.publisher is not None
         applied = self.applier.applied
         if applied is not None:
             self.debounce.configure(applied.watch)
+            self.hold.seconds = applied.watch.hold_down_ms / 1000
         if self.health is not None:
             self.health.interval = poll_interval(applied)
         if self._ready and applied is not None:
@@ -296,7 +307,9 @@ class Daemon:
 
     def _loop(self) -> None:
         while True:
-            due = self.debounce.due_in(time.monotonic())
+            now = time.monotonic()
+            dues = [d for d in (self.debounce.due_in(now), self.hold.due_in(now)) if d is not None]
+            due = min(dues) if dues else None
             try:
                 event = self.events.get(timeout=TICK if due is None else max(0.0, min(due, TICK)))
             except queue.Empty:
@@ -322,31 +335,12 @@ class Daemon:
             self.apply(event.detail or "request")
             return
         elif event is not None and event.request is not None:
-            self._answer(event.request)
+            requests.answer(self, event.request)
             return
         due = self.debounce.due_in(now)
-        if due is not None and due <= 0:
-            self.apply("files changed")
-
-    def _answer(self, request: Request) -> None:
-        """Carry out a control request from the CLI and answer it."""
-        assert self.applier is not None
-        if request.op == "reload":
-            outcome = self.apply("control: reload")
-            request.answer({"ok": outcome.ok, "action": outcome.action,
-                            "reason": outcome.reason, "generation": self.state.generation,
-                            "seconds": round(outcome.seconds, 4),
-                            "error": self.state.last_error if not outcome.ok else None})
-            return
-        target = str(request.args.get("target", ""))
-        try:
-            self.applier.set_admin_state(target, request.op)
-        except HaproxyK8sError as e:
-            request.answer({"ok": False, "error": {"message": str(e)}})
-            return
-        log.info("operator: %s is now %s", target, request.op)
-        self.state.runtime_changes += 1
-        request.answer({"ok": True, "target": target, "state": request.op})
+        held = self.hold.due_in(now)
+        if (due is not None and due <= 0) or (held is not None and held <= 0):
+            self.apply_files()
 
     # -- supervision ---------------------------------------------------------
     def _supervise(self, force_status: bool = False) -> None:
@@ -358,14 +352,18 @@ class Daemon:
         if master.pid is not None and not master.alive() and self._restarts.due(now):
             self.state.haproxy_restarts += 1
             delay = self._restarts.failed(now)
-            log.error("haproxy master %s exited (code %s); restarting (backoff %.0fs)",
-                      master.pid, master.exit_code(), delay)
+            self.eventlog.record("haproxy", "master", f"pid {master.pid} exited (code "
+                                 f"{master.exit_code()}); restarting (backoff {delay:.0f}s)")
             self._restart_master()
             force_status = True
         elif master.alive():
             self._restarts.reset_if_stable(now)
         if master.alive():
+            removing = set(self.applier.ops.pending)
             self.applier.ops.tick()
+            if removing != set(self.applier.ops.pending):
+                inspect.record_deleted(self, removing)
+                force_status = True
         self.files.verify()  # a replaced config dir is watched again
         if self._secret_files.changed(secret_files(self.applier.applied,
                                                    self.applier.attempted)):

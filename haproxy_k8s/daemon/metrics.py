@@ -49,6 +49,8 @@ class MetricsSnapshot:
     runtime_changes: int = 0
     haproxy_up: bool = False
     backend_servers: tuple[tuple[str, str, int], ...] = ()  # (cluster, state, count)
+    # (cluster, syncs, watch restarts, errors, connected) per cluster with discovery
+    discovery: tuple[tuple[str, int, int, int, bool], ...] = ()
 
 
 def snapshot_of(state: DaemonState, doc: StatusDocument) -> MetricsSnapshot:
@@ -64,6 +66,9 @@ def snapshot_of(state: DaemonState, doc: StatusDocument) -> MetricsSnapshot:
         runtime_changes=state.runtime_changes,
         haproxy_up=doc.haproxy.reachable,
         backend_servers=tuple((c, s, n) for (c, s), n in sorted(counts.items())),
+        discovery=tuple((c.name, int(d.get("syncs", 0)), int(d.get("watch_restarts", 0)),
+                         int(d.get("errors", 0)), d.get("state") == "connected")
+                        for c in doc.clusters if (d := c.discovery)),
     )
 
 
@@ -100,6 +105,7 @@ class SnapshotCollector(Collector):
                                 "Whether HAProxy answers on its sockets (1) or not (0)",
                                 value=1 if s.haproxy_up else 0)
         yield _backend_servers(s)
+        yield from _discovery(s)
 
 
 def _backend_servers(s: MetricsSnapshot) -> GaugeMetricFamily:
@@ -109,6 +115,24 @@ def _backend_servers(s: MetricsSnapshot) -> GaugeMetricFamily:
     for cluster, state, count in s.backend_servers:
         family.add_metric([cluster, state], count)
     return family
+
+
+def _discovery(s: MetricsSnapshot) -> Iterator[Metric]:
+    help_texts = (("syncs", "EndpointSlice answers taken from the Kubernetes API (lists and "
+                   "watch events)"),
+                  ("watch_restarts", "Watches of the Kubernetes API resumed or relisted"),
+                  ("errors", "Failed or refused Kubernetes API answers (last nodes kept)"))
+    for i, (name, text) in enumerate(help_texts, start=1):
+        family = CounterMetricFamily(f"haproxy_k8s_discovery_{name}", text, labels=["cluster"])
+        for row in s.discovery:
+            family.add_metric([row[0]], int(row[i]))
+        yield family
+    connected = GaugeMetricFamily("haproxy_k8s_discovery_connected",
+                                  "Whether discovery's last answer from the API was good (1)",
+                                  labels=["cluster"])
+    for row in s.discovery:
+        connected.add_metric([row[0]], 1 if row[4] else 0)
+    yield connected
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -8,14 +8,17 @@ that same document.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import time
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ..config.model import Config
 from ..fileio import write_atomic
 from .access import access_for
+from .holddown import HoldDown
 from .metrics import MetricsExporter, snapshot_of
 from .status import HaproxyStatus, StatusDocument, build, shape_of_config, summary
 
@@ -51,9 +54,14 @@ class StatusPublisher:
             workers=sorted(table.worker_pids) if table else [],
             prometheus_exporter=d.promex)
         config = d.applier.applied
-        shape = shape_of_config(config) if config is not None else []
+        # Nodes deleted from the config but still draining show as removing.
+        shape = shape_of_config(config, d.files.source, d.applier.ops.removals()) \
+            if config is not None else []
         rows = health.rows if health is not None and table is not None else None
-        doc = build(d.state.status(str(d.config_dir), running), haproxy, shape, rows)
+        discovery = {name: asdict(st) for name, st in d.discovery.statuses().items()}
+        doc = build(d.state.status(str(d.config_dir), running), haproxy, shape, rows,
+                    discovery=discovery)
+        doc.daemon.held = held_view(d.hold)
         if d.vip is not None:
             fields = d.vip.status_fields(self.paths.config)
             doc.vip, doc.config = fields.get("vip"), fields.get("config")
@@ -120,3 +128,17 @@ class StatusPublisher:
 
     def close(self) -> None:
         self.metrics.close()
+
+
+def held_view(hold: HoldDown) -> dict[str, Any] | None:
+    """The held change for the status document (wall-clock times, for an operator)."""
+    left = hold.due_in(time.monotonic())
+    if left is None:
+        return None
+    apply_at = time.time() + max(0.0, left)
+    return {"since": _utc(apply_at - hold.seconds), "apply_at": _utc(apply_at),
+            "reasons": list(hold.reasons)}
+
+
+def _utc(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"

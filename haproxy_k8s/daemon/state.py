@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
+from ..apply.applier import ApplyAction, ApplyOutcome
+from ..errors import ConfigError, ValidationError
 from .status import HISTORY, ApplyRecord, DaemonStatus, utc_now
 
 
@@ -43,3 +45,24 @@ class DaemonState:
             last_apply=self.last_apply, config_dir=config_dir,
             haproxy_restarts=self.haproxy_restarts, config_errors=self.config_errors,
             runtime_changes=self.runtime_changes, history=list(self.history))
+
+    def record_apply(self, outcome: ApplyOutcome, reason: str) -> None:
+        """Count an apply, keep it in the history, and remember or clear the last error."""
+        self.history.append(ApplyRecord(
+            at=utc_now(), reason=reason, action=outcome.action, ok=outcome.ok,
+            seconds=round(outcome.seconds, 4), plan=outcome.reason,
+            error=str(outcome.error) if outcome.error is not None else None))
+        if outcome.error is not None:
+            self.record_error(outcome.error.record())
+            if isinstance(outcome.error, ConfigError | ValidationError):
+                self.config_errors += 1
+            if outcome.action is ApplyAction.ROLLBACK:
+                self.failed_reloads += 1
+            return  # the event log says it (inspect.record_apply), once
+        self.last_error = None
+        self.runtime_changes += outcome.runtime_changes
+        if outcome.action is ApplyAction.RELOAD:
+            self.reloads += 1
+        if outcome.action is not ApplyAction.NOOP:
+            self.generation += 1
+            self.applied_at = utc_now()

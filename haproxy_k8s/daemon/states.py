@@ -24,7 +24,9 @@ def node_state(row: StatRow | None) -> str:
     if status.startswith("DRAIN"):
         return "DRAIN"
     if status.startswith("UP"):  # "UP", "UP 1/2" (going down)
-        return "UP"
+        # Weight 0 takes no new connections and keeps its sessions: drained
+        # (how discovery drains a terminating apiserver).
+        return "DRAIN" if row.get("weight") == "0" else "UP"
     if status.startswith("DOWN"):  # "DOWN", "DOWN 1/3" (going up)
         return "DOWN"
     if status.startswith("NOLB"):

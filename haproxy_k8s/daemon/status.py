@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config.model import Config, backend_name
+from ..config.model import Config, Node, backend_name
 from .states import STATES, StatRow, StatRows, admin_state, check_text, node_state, row_int
 
 EXIT_OK, EXIT_DEGRADED, EXIT_CLUSTER_DOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -52,16 +52,26 @@ class NodeStatus:
     # HAProxy's words for the last check ("Connection refused", "Internal
     # Server Error"): what an operator needs to read next to a DOWN.
     check_detail: str = ""
+    # Deleted from the config, still in HAProxy draining its sessions: shown
+    # as `DRAIN (removing)` until it is gone; not counted in up/total.
+    removing: bool = False
+    weight: int | None = None  # HAProxy's effective weight
+    rate: int | None = None  # sessions per second over the last second
+    source: str = "static"  # static (a drop-in) | kubernetes (discovery)
+    origin: str = ""  # which drop-in(s) set it ("conf.d/10-c.toml"), or "discovery"
 
     @classmethod
-    def of(cls, name: str, address: str, port: int | None, row: StatRow | None) -> NodeStatus:
+    def of(cls, name: str, address: str, port: int | None, row: StatRow | None,
+           removing: bool = False, source: str = "static", origin: str = "") -> NodeStatus:
         """A node as its `show stat` row (None: unknown) shows it."""
         if row is None:
-            return cls(name, address, port)
+            return cls(name, address, port, removing=removing, source=source, origin=origin)
         return cls(name, address, port, state=node_state(row), check=check_text(row),
                    last_change_s=row_int(row.get("lastchg")),
                    sessions=row_int(row.get("scur")), admin=admin_state(row),
-                   check_detail=row.get("last_chk", ""))
+                   check_detail=row.get("last_chk", ""), removing=removing,
+                   weight=row_int(row.get("weight")), rate=row_int(row.get("rate")),
+                   source=source, origin=origin)
 
 
 @dataclass
@@ -69,18 +79,21 @@ class ClusterStatus:
     name: str
     bind: list[str]
     nodes: list[NodeStatus]
+    # Kubernetes discovery of this cluster (state, last_sync, resource_version,
+    # last_error, counters); None when the cluster has none.
+    discovery: dict[str, Any] | None = None
 
     @property
     def up(self) -> int:
-        return sum(1 for n in self.nodes if n.state == "UP")
+        return sum(1 for n in self.nodes if n.state == "UP" and not n.removing)
 
     @property
     def total(self) -> int:
-        return len(self.nodes)
+        return sum(1 for n in self.nodes if not n.removing)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "bind": self.bind, "up": self.up, "total": self.total,
-                "nodes": [asdict(n) for n in self.nodes]}
+                "nodes": [asdict(n) for n in self.nodes], "discovery": self.discovery}
 
 
 @dataclass
@@ -112,6 +125,8 @@ class DaemonStatus:
     config_errors: int = 0
     runtime_changes: int = 0
     history: list[ApplyRecord] = field(default_factory=list)  # oldest first
+    # A change waiting out watch.hold_down: {"since", "apply_at", "reasons"}; None if none.
+    held: dict[str, Any] | None = None
 
 
 @dataclass
@@ -176,9 +191,11 @@ def _daemon_from(data: Mapping[str, Any]) -> DaemonStatus:
 
 
 def _cluster_from(data: Mapping[str, Any]) -> ClusterStatus:
+    discovery = data.get("discovery")
     return ClusterStatus(str(data.get("name", "")), [str(b) for b in data.get("bind") or []],
                          [_known(NodeStatus, {"address": "", "port": None, **n})
-                          for n in data.get("nodes") or []])
+                          for n in data.get("nodes") or []],
+                         dict(discovery) if isinstance(discovery, Mapping) else None)
 
 
 # -- building it --------------------------------------------------------------------------
@@ -187,6 +204,9 @@ class NodeShape:
     name: str
     address: str
     port: int | None
+    removing: bool = False
+    source: str = "static"
+    origin: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,31 +218,46 @@ class ClusterShape:
     nodes: tuple[NodeShape, ...]
 
 
-def shape_of_config(config: Config) -> list[ClusterShape]:
-    return [ClusterShape(c.name, tuple(str(b) for b in c.binds),
-                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes))
-            for c in config.clusters]
+def shape_of_config(config: Config, origin: Callable[[str, str], str] | None = None,
+                    removals: Iterable[tuple[str, Node]] = ()) -> list[ClusterShape]:
+    """The clusters and nodes of `config`, plus `removals` still draining out."""
+    gone: dict[str, list[Node]] = {}
+    for cluster, node in removals:
+        gone.setdefault(cluster, []).append(node)
+    return [ClusterShape(c.name, tuple(str(b) for b in c.binds), tuple(sorted(
+        [NodeShape(n.name, n.address, n.port, source=n.source,
+                   origin=origin(c.name, n.name) if origin else "")
+         for n in c.nodes]
+        + [NodeShape(n.name, n.address, n.port, removing=True, source=n.source)
+           for n in gone.get(c.name, []) if c.node(n.name) is None],
+        key=lambda shape: shape.name))) for c in config.clusters]
 
 
 def shape_of_saved(clusters: Iterable[ClusterStatus]) -> list[ClusterShape]:
     return [ClusterShape(c.name, tuple(c.bind),
-                         tuple(NodeShape(n.name, n.address, n.port) for n in c.nodes))
+                         tuple(NodeShape(n.name, n.address, n.port, n.removing, n.source,
+                                         n.origin) for n in c.nodes))
             for c in clusters]
 
 
-def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None) -> list[ClusterStatus]:
+def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None,
+                     discovery: Mapping[str, dict[str, Any]] | None = None
+                     ) -> list[ClusterStatus]:
     """Each node's state from `show stat` rows; every node UNKNOWN without rows."""
     return [ClusterStatus(c.name, list(c.bind), [
         NodeStatus.of(n.name, n.address, n.port,
-                      rows.get((backend_name(c.name), n.name)) if rows is not None else None)
-        for n in c.nodes]) for c in shape]
+                      rows.get((backend_name(c.name), n.name)) if rows is not None else None,
+                      n.removing, n.source, n.origin)
+        for n in c.nodes], (discovery or {}).get(c.name)) for c in shape]
 
 
 def build(daemon: DaemonStatus, haproxy: HaproxyStatus, shape: Sequence[ClusterShape],
-          rows: StatRows | None, unreachable: Sequence[str] = ()) -> StatusDocument:
+          rows: StatRows | None, unreachable: Sequence[str] = (),
+          discovery: Mapping[str, dict[str, Any]] | None = None) -> StatusDocument:
     """The status document: the one function both the daemon and `status` call."""
     haproxy.reachable = rows is not None
-    return StatusDocument(daemon, haproxy, cluster_statuses(shape, rows), list(unreachable))
+    return StatusDocument(daemon, haproxy, cluster_statuses(shape, rows, discovery),
+                          list(unreachable))
 
 
 # -- reading it -------------------------------------------------------------------------

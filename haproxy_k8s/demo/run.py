@@ -202,11 +202,21 @@ def _cli_command() -> str:
     argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
     if argv0 is not None and argv0.name == "haproxy-k8s" and argv0.exists():
         script = argv0.resolve()
-        on_path = shutil.which("haproxy-k8s")
+        # A venv's bin/ is on PATH only in the shell that activated it
+        # (scripts/demo does): the operator's other terminal has no such entry.
+        on_path = shutil.which("haproxy-k8s", path=_path_outside_venv())
         if on_path is not None and Path(on_path).resolve() == script:
             return "haproxy-k8s"
         return shlex.quote(str(argv0.absolute()))
     return f"{shlex.quote(sys.executable)} -m haproxy_k8s.cli"
+
+
+def _path_outside_venv() -> str:
+    entries = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    if sys.prefix == sys.base_prefix:
+        return os.pathsep.join(entries)
+    venv_bin = (Path(sys.prefix) / "bin").resolve()
+    return os.pathsep.join(e for e in entries if e and Path(e).resolve() != venv_bin)
 
 
 def _banner(layout: Layout, ports: DemoPorts, standins: list[StandIn], keep: bool) -> str:

@@ -11,11 +11,12 @@ import collections
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,23 @@ class _OutputPump(threading.Thread):
             self._history.append((time.monotonic(), line))
             level = logging.WARNING if "[ALERT]" in line else logging.INFO
             log.log(level, "haproxy: %s", line)
+
+
+_ALERT_PREFIX = re.compile(r"^.*?\[ALERT\]\s*(?:\(\d+\)\s*)?:\s*")
+# HAProxy's closing words after the alert that says what is wrong.
+_GENERIC = ("Some protocols failed to start their listeners", "Fatal errors found",
+            "Error(s) found in configuration file")
+
+
+def alert_messages(lines: Iterable[str]) -> list[str]:
+    """HAProxy's [ALERT] lines as messages: no `[ALERT] (pid) :` prefix, no generic trailer.
+
+    Each alert is logged as HAProxy printed it already; the error recorded
+    for `status` and the apply event should say it once, in plain words.
+    """
+    alerts = [_ALERT_PREFIX.sub("", line) for line in lines if "[ALERT]" in line]
+    specific = [a for a in alerts if not any(g in a for g in _GENERIC)]
+    return specific or alerts
 
 
 class HaproxyMaster:
@@ -105,8 +123,12 @@ class HaproxyMaster:
         while time.monotonic() < deadline:
             if not self.alive():
                 code = self._popen.returncode if self._popen else None
-                raise ProcessError(f"haproxy exited at start (code {code}): "
-                                   + "; ".join(self.alerts_since(started)))
+                if self._pump is not None:
+                    # Its last lines may still be in the pipe: read them before quoting.
+                    self._pump.join(timeout=2.0)
+                alerts = "; ".join(self.alerts_since(started))
+                raise ProcessError(f"haproxy exited at start (code {code})"
+                                   + (f": {alerts}" if alerts else ""))
             table = self.try_proc_table()
             if table and table.workers:
                 return table
@@ -184,7 +206,7 @@ class HaproxyMaster:
             return None
 
     def alerts_since(self, since: float) -> list[str]:
-        return [line for at, line in list(self._history) if at >= since and "[ALERT]" in line]
+        return alert_messages(line for at, line in list(self._history) if at >= since)
 
     def reload(self, timeout: float = 30.0) -> ReloadResult:
         """Reload through the master CLI and verify the outcome.

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..config.model import Config, Node
+from ..config.model import Cluster, Config, Node
 
 # post(path_or_detail, complete): complete=False while a change may still be
 # in progress (a file being written), True once it is whole.
@@ -48,6 +48,9 @@ class NodeSet:
 
     cluster: str
     nodes: tuple[Node, ...]
+    # address:port the source wants drained (a terminating apiserver), static
+    # seeds included: weight 0, so no new connections and none cut.
+    draining: frozenset[tuple[str, int]] = frozenset()
 
 
 class NodeSource(Source, Protocol):
@@ -60,21 +63,35 @@ def merge_nodes(base: Config, sets: Sequence[NodeSet]) -> Config:
     """`base` with every set's nodes added to its cluster.
 
     A node with the address and port of one already present *is* that node
-    (the earlier name wins: static drop-ins are the seeds); sets for clusters
-    `base` does not have are ignored.
+    (the earlier name wins: static drop-ins are the seeds); a node a drop-in
+    disabled (`enabled = false`, by name or by address:port) stays out; sets
+    for clusters `base` does not have are ignored.
     """
     if not sets:
         return base
     clusters = []
     for cluster in base.clusters:
-        nodes = {n.name: n for n in cluster.nodes}
-        taken = {(n.address, n.port) for n in cluster.nodes}
-        for node_set in (s for s in sets if s.cluster == cluster.name):
-            for node in node_set.nodes:
-                if (node.address, node.port) in taken or node.name in nodes:
-                    continue
-                nodes[node.name] = node
-                taken.add((node.address, node.port))
-        merged = tuple(sorted(nodes.values(), key=lambda n: n.name))
-        clusters.append(dataclasses.replace(cluster, nodes=merged))
+        mine = [s for s in sets if s.cluster == cluster.name]
+        clusters.append(_merge_cluster(cluster, mine) if mine else cluster)
     return dataclasses.replace(base, clusters=tuple(clusters))
+
+
+def _merge_cluster(cluster: Cluster, sets: Sequence[NodeSet]) -> Cluster:
+    nodes = {n.name: n for n in cluster.nodes}
+    taken = {(n.address, n.port) for n in cluster.nodes}
+    for node_set in sets:
+        for node in node_set.nodes:
+            key = (node.address, node.port)
+            if key in taken or node.name in nodes or _disabled(cluster, node):
+                continue
+            nodes[node.name] = node
+            taken.add(key)
+    draining = frozenset().union(*(s.draining for s in sets))
+    merged = (dataclasses.replace(n, weight=0) if (n.address, n.port) in draining else n
+              for n in nodes.values())
+    return dataclasses.replace(cluster, nodes=tuple(sorted(merged, key=lambda n: n.name)))
+
+
+def _disabled(cluster: Cluster, node: Node) -> bool:
+    return node.name in cluster.disabled_names \
+        or (node.address, node.port) in cluster.disabled_addresses

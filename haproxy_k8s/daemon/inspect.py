@@ -1,0 +1,181 @@
+"""Read-only control ops (`describe`, `events`, `diff`) and the events the loop records.
+
+The loop calls into here so that its own changes stay a few lines: every
+function takes the Daemon and only reads its state (and HAProxy's published
+config), except the `record_*` helpers, which add to its event log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..apply import operator as opstate
+from ..apply.applier import ApplyOutcome
+from ..apply.plan import PlanKind, make_plan
+from ..config.model import Config, backend_name
+from ..errors import HaproxyK8sError
+from ..haproxy import render as render_mod
+from ..haproxy.replies import ServerKey
+from .events import RING, node_changes
+from .health import describe as describe_transition
+from .health import server_label
+from .states import StatRow
+
+if TYPE_CHECKING:
+    from .loop import Daemon
+
+READ_OPS = ("describe", "events", "diff")
+
+
+def answer(daemon: Daemon, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        if op == "describe":
+            return describe(daemon, str(args.get("target", "")))
+        if op == "events":
+            return events(daemon, int(args.get("since", 0) or 0),
+                          int(args.get("limit", RING) or RING))
+        return diff(daemon)
+    except (HaproxyK8sError, ValueError) as e:
+        return {"ok": False, "error": {"message": str(e), "file": getattr(e, "file", None)}}
+
+
+# -- events ------------------------------------------------------------------------------
+def events(daemon: Daemon, since: int, limit: int) -> dict[str, Any]:
+    log = daemon.eventlog
+    return {"ok": True, "seq": log.seq, "events": [e.to_json() for e in log.since(since, limit)]}
+
+
+def record_transition(daemon: Daemon, key: ServerKey, before: str | None, row: StatRow) -> None:
+    """A node's health changed (called on the health poller's thread)."""
+    label = server_label(key)
+    # describe() says "cluster-0/m1 UP → DOWN (…)": the object is its own column here.
+    daemon.eventlog.record("health", label, describe_transition(key, before, row)
+                           .removeprefix(label).strip())
+
+
+def node_table(config: Config | None) -> list[tuple[str, str]]:
+    if config is None:
+        return []
+    return [(f"{c.name}/{n.name}", f"{n.haproxy_addr} weight {n.weight}")
+            for c in config.clusters for n in c.nodes]
+
+
+def record_apply(daemon: Daemon, outcome: ApplyOutcome, reason: str,
+                 before: Config | None) -> None:
+    """One event for the apply, and one per node it added, removed or changed."""
+    if outcome.action == "noop":
+        return
+    why = f" ({outcome.reason})" if outcome.reason else ""
+    if outcome.error is not None:
+        what = "failed" if outcome.action == "error" else f"{outcome.action}: failed"
+        # Error priority in the journal: a failed apply is what an operator must see.
+        daemon.eventlog.record("apply", "config", f"{what} on {reason}: {outcome.error}",
+                               level=logging.ERROR)
+        return
+    daemon.eventlog.record("apply", "config", f"{outcome.action}{why} on {reason}, generation "
+                           f"{daemon.state.generation}, {outcome.seconds * 1000:.0f} ms")
+    assert daemon.applier is not None
+    for obj, message in node_changes(node_table(before), node_table(daemon.applier.applied)):
+        daemon.eventlog.record("config", obj, message)
+
+
+def record_deleted(daemon: Daemon, before: set[str]) -> None:
+    """Nodes whose deferred removal finished since `before` (backend/server ids)."""
+    assert daemon.applier is not None
+    for server in sorted(before - set(daemon.applier.ops.pending)):
+        backend, _, name = server.partition("/")
+        daemon.eventlog.record("config", server_label((backend, name)),
+                               "deleted from HAProxy (no sessions left, or its grace ran out)")
+
+
+# -- maint guard -----------------------------------------------------------------------------
+def refuse_last_serving(daemon: Daemon, target: str) -> str:
+    """Why `maint` of `target` needs --force ("" when it does not)."""
+    assert daemon.applier is not None and daemon.health is not None
+    cluster_name, _, node = target.partition("/")
+    cluster = daemon.applier.applied.cluster(cluster_name) if daemon.applier.applied else None
+    rows = daemon.health.poll().rows
+    if cluster is None or rows is None:
+        return ""  # unknown nodes are refused by the applier; unknown health: do not guess
+    serving = [n.name for n in cluster.nodes
+               if rows.get((backend_name(cluster.name), n.name), {}).get("status", "")
+               .startswith("UP")]
+    if serving == [node]:
+        return (f"{target} is the last serving node of {cluster.name}: maint would stop all "
+                f"traffic to it; add --force to do it anyway")
+    return ""
+
+
+# -- describe --------------------------------------------------------------------------------
+def describe(daemon: Daemon, target: str) -> dict[str, Any]:
+    assert daemon.applier is not None and daemon.publisher is not None
+    cluster_name, _, node_name = target.partition("/")
+    doc = daemon.publisher.document()
+    cluster = next((c for c in doc.clusters if c.name == cluster_name), None)
+    status = next((n for n in cluster.nodes if n.name == node_name), None) if cluster else None
+    if status is None:
+        raise ValueError(f"{target}: no such node in the running config")
+    applied = daemon.applier.applied
+    node = None
+    if applied is not None and applied.cluster(cluster_name) is not None:
+        node = applied.cluster(cluster_name).node(node_name)  # type: ignore[union-attr]
+    operator = opstate.load(daemon.applier.paths.operator_state).get(target)
+    set_by = daemon.eventlog.last(target, "operator")
+    return {
+        "ok": True, "target": target,
+        "origin": daemon.files.origin(cluster_name, node_name) if node else "removed",
+        "config": dataclasses.asdict(node) if node is not None else None,
+        "server_line": server_line(daemon.applier.paths.config.read_text(errors="replace"),
+                                   backend_name(cluster_name), node_name),
+        "status": dataclasses.asdict(status),
+        "operator": {"state": str(operator or "ready"),
+                     "set": set_by.message if set_by else None,
+                     "at": set_by.at if set_by else None},
+        "history": [e.to_json() for e in daemon.eventlog.history(target)],
+    }
+
+
+def server_line(config_text: str, backend: str, server: str) -> str | None:
+    """The `server` line of `backend/server` in a haproxy.cfg text."""
+    in_backend = False
+    for line in config_text.splitlines():
+        stripped = line.strip()
+        if not line.startswith((" ", "\t")) and stripped:
+            in_backend = stripped == f"backend {backend}"
+        elif in_backend and stripped.startswith(f"server {server} "):
+            return stripped
+    return None
+
+
+# -- diff -----------------------------------------------------------------------------------
+def diff(daemon: Daemon) -> dict[str, Any]:
+    """What an apply of the files now would do, without doing it."""
+    assert daemon.applier is not None
+    paths = daemon.applier.paths
+    config = daemon.desired()
+    text = render_mod.render(config, paths, promex=daemon.applier.promex)
+    try:
+        published = paths.config.read_text()
+    except OSError:
+        published = ""
+    plan = make_plan(daemon.applier.applied, config)
+    # The applier's order: an unchanged text is a no-op whatever the plan
+    # says; a changed text the plan calls a no-op still needs a reload.
+    if text == published:
+        kind, reason = "noop", "the rendered config is what runs now"
+    elif plan.kind is PlanKind.RUNTIME:
+        kind, reason = "runtime", "runtime: " + ", ".join(c.describe() for c in plan.changes)
+    else:
+        kind, reason = "reload", plan.reason or "the rendered config differs"
+    return {"ok": True, "plan": kind, "reason": reason,
+            "diff": unified(published, text, str(paths.config))}
+
+
+def unified(old: str, new: str, name: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True),
+                                        new.splitlines(keepends=True),
+                                        fromfile=f"{name} (running)",
+                                        tofile=f"{name} (candidate)"))

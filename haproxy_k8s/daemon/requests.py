@@ -1,0 +1,40 @@
+"""Control requests from the CLI, carried out by the main loop (the one writer)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import HaproxyK8sError
+from . import inspect
+from .control import Request
+
+if TYPE_CHECKING:
+    from .loop import Daemon
+
+
+def answer(daemon: Daemon, request: Request) -> None:
+    """Carry out a control request from the CLI and answer it."""
+    assert daemon.applier is not None
+    if request.op in inspect.READ_OPS:
+        request.answer(inspect.answer(daemon, request.op, request.args))
+        return
+    if request.op == "reload":
+        outcome = daemon.apply("control: reload")
+        request.answer({"ok": outcome.ok, "action": outcome.action,
+                        "reason": outcome.reason, "generation": daemon.state.generation,
+                        "seconds": round(outcome.seconds, 4),
+                        "error": daemon.state.last_error if not outcome.ok else None})
+        return
+    target = str(request.args.get("target", ""))
+    refused = "" if request.op != "maint" or request.args.get("force") else \
+        inspect.refuse_last_serving(daemon, target)
+    try:
+        if refused:
+            raise HaproxyK8sError(refused)
+        daemon.applier.set_admin_state(target, request.op)
+    except HaproxyK8sError as e:
+        request.answer({"ok": False, "error": {"message": str(e)}})
+        return
+    daemon.eventlog.record("operator", target, f"{request.op} by {request.peer or 'unknown'}")
+    daemon.state.runtime_changes += 1
+    request.answer({"ok": True, "target": target, "state": request.op})

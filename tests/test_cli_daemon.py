@@ -1,0 +1,265 @@
+"""The operator CLI against the real daemon and HAProxy: status outputs and filters,
+describe, events, diff, cordon/uncordon, maint --force, a node being removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import StandInFactory
+from daemonutil import BALANCER, ConfigDir, DaemonProcess, child_env, cli
+from helpers import free_port, wait_until
+
+from testkit.procs import stop_popen
+
+pytestmark = pytest.mark.usefixtures("haproxy_bin")
+
+LISTENER_HOST = "127.0.8.11"
+
+
+@dataclass
+class Running:
+    config: ConfigDir
+    daemon: DaemonProcess
+    port: int  # the balancer's
+
+    def run(self, *args: str) -> tuple[int, str]:
+        result = cli(*args, "--config-dir", str(self.config.root))
+        return result.returncode, result.stdout + result.stderr
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP backend that completes handshakes and never answers: sessions stay open.
+
+    The TCP check passes on the handshake alone; nothing is ever accepted, so
+    nothing in the test has to serve it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((LISTENER_HOST, 0))
+    sock.listen(128)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+@pytest.fixture
+def running(short_tmp: Path, standin_factory: StandInFactory,
+            listener: socket.socket) -> Iterator[Running]:
+    m1 = standin_factory("m1", tls=False)
+    config = ConfigDir(short_tmp)
+    port = free_port(BALANCER)
+    config.cluster("cluster-0", port, {"m1": (m1.host, m1.port)})
+    config.write("20-m2.toml", f'[clusters.cluster-0.nodes.m2]\naddress = "{LISTENER_HOST}"\n'
+                 f"port = {listener.getsockname()[1]}\n")
+    daemon = DaemonProcess(config).start()
+    try:
+        wait_until(lambda: Running(config, daemon, port).run("status")[0] == 0, 10.0,
+                   message="both nodes UP")
+        yield Running(config, daemon, port)
+    finally:
+        daemon.stop()
+
+
+def event_lines(text: str, kind: str, obj: str, message: str) -> list[str]:
+    """`events` lines (TIME KIND OBJECT MESSAGE) of this kind and object, with `message`."""
+    return [line for line in text.splitlines()
+            if line.split()[1:3] == [kind, obj] and message in line]
+
+
+def node(status: dict[str, object], name: str) -> dict[str, object] | None:
+    clusters = status["clusters"]
+    assert isinstance(clusters, list)
+    return next((n for n in clusters[0]["nodes"] if n["name"] == name), None)
+
+
+def test_status_outputs_and_filters(running: Running) -> None:
+    code, wide = running.run("status", "-o", "wide")
+    assert code == 0, wide
+    header = next(line for line in wide.splitlines() if line.startswith("CLUSTER"))
+    assert header.split()[-7:] == ["WEIGHT", "ADMIN", "RATE", "CHECK", "DETAIL", "SOURCE",
+                                   "ORIGIN"]
+    m1 = next(line for line in wide.splitlines() if " m1 " in line)
+    assert "100" in m1 and "ready" in m1 and "conf.d/10-cluster-0.toml" in m1
+    code, text = running.run("status", "cluster-0/m2", "-o", "json")
+    data = json.loads(text)
+    assert code == 0 and [n["name"] for n in data["clusters"][0]["nodes"]] == ["m2"]
+    assert data["clusters"][0]["nodes"][0]["origin"] == "conf.d/20-m2.toml"
+    code, text = running.run("status", "-o", "yaml")
+    assert code == 0 and yaml.safe_load(text)["clusters"][0]["total"] == 2
+    code, text = running.run("status", "cluster-9")
+    assert code == 4 and "cluster-9: no such cluster or node" in text
+    # Global flags before the command work as well as after it.
+    result = cli("--config-dir", str(running.config.root), "status", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["daemon"]["running"]
+
+
+def test_cordon_describe_and_events(running: Running) -> None:
+    code, out = running.run("cordon", "cluster-0/m1")
+    assert code == 0 and "cluster-0/m1: drain" in out, out
+    code, text = running.run("describe", "cluster-0/m1")
+    assert code == 0, text
+    assert "Origin:       conf.d/10-cluster-0.toml (clusters.cluster-0.nodes.m1)" in text
+    assert "Server line:  server m1 127.0.8.10:" in text
+    me = f"{pwd.getpwuid(os.geteuid()).pw_name} (uid {os.geteuid()})"
+    assert f"Operator:     drain, drain by {me} at " in text
+    assert " health    is UP" in text and " operator  drain by " in text
+    code, data = running.run("describe", "cluster-0/m1", "-o", "json")
+    described = json.loads(data)
+    assert described["status"]["state"] == "DRAIN" and described["operator"]["state"] == "drain"
+    assert running.run("uncordon", "cluster-0/m1")[0] == 0
+    code, events = running.run("events")
+    lines = events.splitlines()
+    assert code == 0 and lines[0].split() == ["TIME", "KIND", "OBJECT", "MESSAGE"]
+    assert any(" apply " in line and "start" in line for line in lines)
+    assert event_lines(events, "operator", "cluster-0/m1", "ready by ")
+    # The journal has the same words.
+    assert "operator cluster-0/m1 drain by " in running.daemon.log_text()
+    assert running.run("describe", "cluster-0/nope")[0] == 1
+
+
+def test_events_follow_prints_new_events(running: Running) -> None:
+    log = running.config.root / "follow.out"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "haproxy_k8s.cli", "events", "--follow", "--interval",
+             "100ms", "--config-dir", str(running.config.root)],
+            stdout=out, stderr=subprocess.STDOUT, env=child_env())
+    try:
+        wait_until(lambda: "TIME" in log.read_text(), 10.0, message="events header")
+        assert running.run("drain", "cluster-0/m2")[0] == 0
+        wait_until(lambda: event_lines(log.read_text(), "operator", "cluster-0/m2", "drain by"),
+                   5.0, message="the drain, followed")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends --follow, with exit code 0
+        assert proc.wait(timeout=10) == 0, log.read_text()
+    finally:
+        stop_popen(proc)
+
+
+def test_maint_of_the_last_serving_node_needs_force(running: Running) -> None:
+    assert running.run("maint", "cluster-0/m2")[0] == 0
+    code, out = running.run("maint", "cluster-0/m1")
+    assert code == 1 and "last serving node of cluster-0" in out and "--force" in out, out
+    assert json.loads(running.run("status", "--json")[1])["clusters"][0]["up"] == 1
+    code, out = running.run("maint", "cluster-0/m1", "--force")
+    assert code == 0, out
+    assert running.run("ready", "cluster-0/m1")[0] == 0
+
+
+def test_a_removed_node_shows_draining_with_its_sessions_until_gone(
+        running: Running, listener: socket.socket) -> None:
+    clients = []
+    try:
+        def m2_busy() -> bool:
+            clients.append(socket.create_connection((BALANCER, running.port), timeout=2.0))
+            found = node(json.loads(running.run("status", "--json")[1]), "m2")
+            return bool(found and found["sessions"])
+
+        wait_until(m2_busy, 10.0, interval=0.1, message="a session on m2")
+        running.config.remove("20-m2.toml")
+
+        def removing() -> dict[str, object] | None:
+            found = node(json.loads(running.run("status", "--json")[1]), "m2")
+            return found if found and found["removing"] else None
+
+        m2 = wait_until(removing, 10.0, message="m2 removing")
+        assert m2["state"] == "DRAIN" and m2["sessions"]
+        code, table = running.run("status")
+        assert code == 0, table  # m1 is UP and m2 no longer counts
+        assert "cluster-0 (1/1 up)" in table
+        line = next(line for line in table.splitlines() if " m2 " in line)
+        assert "DRAIN (removing)" in line
+    finally:
+        for client in clients:
+            client.close()
+        # Un-accepted connections are reset when the listener closes: the
+        # backend side of m2's session ends too, not only the client side.
+        listener.close()
+    wait_until(lambda: node(json.loads(running.run("status", "--json")[1]), "m2") is None,
+               15.0, message="m2 gone once its sessions ended")
+    events = running.run("events")[1]
+    assert event_lines(events, "config", "cluster-0/m2", "removed from the config")
+    assert event_lines(events, "config", "cluster-0/m2", "deleted from HAProxy")
+
+
+def test_diff_shows_the_plan_without_applying(short_tmp: Path,
+                                              standin_factory: StandInFactory) -> None:
+    m1, m2 = standin_factory("m1", tls=False), standin_factory("m2", tls=False)
+    # Edits are never applied by themselves here: only `reload` would.
+    config = ConfigDir(short_tmp, debounce="1h", extra_main='max_wait = "1h"\nsettle = "1h"\n')
+    config.cluster("cluster-0", free_port(BALANCER), {"m1": (m1.host, m1.port)})
+    daemon = DaemonProcess(config).start()
+    try:
+        def run(*args: str) -> tuple[int, str]:
+            result = cli(*args, "--config-dir", str(config.root))
+            return result.returncode, result.stdout + result.stderr
+
+        code, out = run("diff")
+        assert code == 0 and out.startswith("plan: noop"), out
+        config.write("20-m2.toml", f'[clusters.cluster-0.nodes.m2]\naddress = "{m2.host}"\n'
+                     f"port = {m2.port}\n")
+        code, out = run("diff")
+        assert code == 1 and out.startswith("plan: runtime (runtime: add cluster-0/m2)"), out
+        assert f"+    server m2 {m2.host}:{m2.port} check" in out
+        config.write("30-balance.toml", '[clusters.cluster-0]\nbalance = "roundrobin"\n')
+        code, out = run("diff")
+        assert code == 1 and "plan: reload (structural change: clusters.cluster-0.balance)" \
+            in out, out
+        assert "+    balance roundrobin" in out
+        config.write("40-bad.toml", "[clusters.cluster-0.nodes.m3]\nadress = \"x\"\n")
+        code, out = run("diff")
+        assert code == 2 and "conf.d/40-bad.toml" in out and "did you mean" in out, out
+        assert daemon.generation() == 1  # nothing was applied
+    finally:
+        daemon.stop()
+    # Without a daemon: against the published file, and says there is no plan.
+    (config.conf_d / "40-bad.toml").unlink()
+    result = cli("diff", "--config-dir", str(config.root))
+    assert result.returncode == 1 and "no plan" in result.stdout, result.stdout + result.stderr
+
+
+def test_status_without_permission_says_so(running: Running) -> None:
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run the CLI as another user")
+    result = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+         "haproxy_k8s.cli", "status", "--state-dir", str(running.config.state_dir)],
+        capture_output=True, text=True, env=child_env(), timeout=30, check=False)
+    assert result.returncode == 3
+    assert "permission denied: run as root or haproxy" in result.stderr, result.stderr
+    assert "NOT RUNNING" not in result.stdout
+
+
+def test_status_watch_prints_again_on_a_change(running: Running) -> None:
+    log = running.config.root / "watch.out"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "haproxy_k8s.cli", "status", "--watch", "--interval",
+             "200ms", "cluster-0/m2", "--config-dir", str(running.config.root)],
+            stdout=out, stderr=subprocess.STDOUT, env=child_env())
+    try:
+        wait_until(lambda: "healthy: every node is UP" in log.read_text(), 10.0,
+                   message="the first table")
+        assert running.run("drain", "cluster-0/m2")[0] == 0
+        wait_until(lambda: "down: no UP node in cluster-0" in log.read_text(), 5.0,
+                   message="the table again, after the drain")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends --watch
+        assert proc.wait(timeout=10) is not None
+    finally:
+        stop_popen(proc)
+    # Into a pipe each change is appended, not redrawn: two tables, no escape codes.
+    text = log.read_text()
+    assert text.count("CLUSTER ") == 2 and "\033[" not in text, text
