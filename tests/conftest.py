@@ -6,12 +6,14 @@ talks to anything outside 127.0.0.0/8.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # testkit/, the harness shared with bench/, sits at the repository root. Appended, not
 # prepended: the tests must import the installed haproxy_k8s, not the source tree there.
@@ -194,6 +196,26 @@ def system_state_untouched() -> Iterator[None]:
     yield
     after = _system_state_dir()
     assert after == before, f"the test session changed the system state dir: {after}"
+
+
+@pytest.fixture(scope="session")
+def box() -> Iterator[Any]:
+    """The systemd box (tests/systemd_box.py), booted once per session and shared by
+    test_systemd_box*.py: here, so that every module gets the same one."""
+    from systemd_box import Box
+
+    for tool, package in (("mmdebstrap", "mmdebstrap"), ("systemd-nspawn", "systemd-container"),
+                          ("nsenter", "util-linux"), ("chroot", "coreutils")):
+        require_tool(tool, f"apt-get install {package}")
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("the systemd box needs root: required in CI")
+        pytest.skip("the systemd box needs root")
+    created = Box.create()
+    try:
+        yield created
+    finally:
+        created.close()
 
 
 @pytest.fixture

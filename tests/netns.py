@@ -21,6 +21,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import psutil
 from daemonutil import ConfigDir, child_env, kill_tree
 from helpers import wait_until
 
@@ -84,10 +85,12 @@ class Lab:
         return subprocess.run(["ip", "netns", "exec", self.ns(role), *cmd],
                               capture_output=True, text=True, timeout=20, check=True)
 
-    def spawn(self, role: str, cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def spawn(self, role: str, cmd: list[str], log: Path,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
             proc = subprocess.Popen(["ip", "netns", "exec", self.ns(role), *cmd],
-                                    stdout=out, stderr=subprocess.STDOUT, env=child_env())
+                                    stdout=out, stderr=subprocess.STDOUT,
+                                    env=child_env(**(env or {})))
         self.procs.append(proc)
         return proc
 
@@ -188,10 +191,10 @@ class Balancer:
     def state(self) -> Path:
         return self.config.state_dir
 
-    def start(self, timeout: float = 20.0) -> Balancer:
+    def start(self, timeout: float = 20.0, env: dict[str, str] | None = None) -> Balancer:
         self.proc = self.lab.spawn(self.role, [
             sys.executable, "-m", "haproxy_k8s.cli", "run", "--config-dir",
-            str(self.config.root), "--log-level", "debug"], self.log)
+            str(self.config.root), "--log-level", "debug"], self.log, env)
         wait_until(self._started, timeout, message=f"{self.role} start")
         return self
 
@@ -200,13 +203,25 @@ class Balancer:
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.role} exited: {self.log_text()[-3000:]}")
         doc = self.config.status_file()
-        return bool(doc.get("haproxy", {}).get("pid") and doc.get("vip", {}).get("fit"))
+        # This daemon's document, not the one a killed predecessor left behind.
+        ours = doc.get("daemon", {}).get("pid") == self.proc.pid
+        return bool(ours and doc.get("haproxy", {}).get("pid") and doc.get("vip", {}).get("fit"))
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def role_now(self) -> str:
         return str(self.config.status_file().get("vip", {}).get("role"))
+
+    def keepalived_pids(self) -> set[int]:
+        """Every keepalived process running this balancer's config (parent and VRRP child)."""
+        config = str(self.state / "keepalived.conf")
+        pids = set()
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if cmdline and "keepalived" in cmdline[0] and config in cmdline:
+                pids.add(proc.pid)
+        return pids
 
     def stop(self) -> None:
         print(f"--- {self.role} log tail ---\n{self.log_text()[-4000:]}")

@@ -41,14 +41,17 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = Path("/var/tmp/haproxy-k8s-box")
 SUITE = "bookworm"
 # procps: /bin/kill and pgrep, as on every normal Debian (minbase lacks them).
+# keepalived: the [vip] units (haproxy-k8s-keepalived.*) run it.
 INCLUDE = ("systemd", "systemd-sysv", "dbus", "procps", "haproxy", "python3", "python3-venv",
-           "iproute2", "ca-certificates")
+           "iproute2", "ca-certificates", "keepalived")
 
 # Inside the container (its own network namespace: these ports are free by construction).
 BALANCER = "127.0.8.1"
 NODES = ("127.0.8.10", "127.0.8.11", "127.0.8.12")
 API_PORT, STATS_PORT, METRICS_PORT = 6443, 8404, 9404
 UNIT = "haproxy-k8s.service"
+KEEPALIVED_UNITS = ("haproxy-k8s-keepalived.service", "haproxy-k8s-keepalived.path",
+                    "haproxy-k8s-keepalived-reload.service")
 STATE_DIR = "/run/haproxy-k8s"
 VENV = "/opt/haproxy-k8s"
 # The unit's 30 s would make the wedge test wait 30 s; test_unit_file.py asserts the value.
@@ -149,7 +152,8 @@ def install_project(root: Path) -> None:
 
 def install_units(root: Path) -> None:
     system = root / "etc/systemd/system"
-    shutil.copy(REPO / "units" / UNIT, system / UNIT)
+    for unit in (UNIT, *KEEPALIVED_UNITS):  # keepalived's: installed, not enabled
+        shutil.copy(REPO / "units" / unit, system / unit)
     write(root, f"/etc/systemd/system/{UNIT}.d/50-test-watchdog.conf", WATCHDOG_OVERRIDE)
     write(root, "/etc/systemd/system/standin@.service", STANDIN_UNIT)
     wants = system / "multi-user.target.wants"

@@ -8,13 +8,11 @@ request goes to 127.0.8.x inside the container's own network namespace.
 from __future__ import annotations
 
 import json
-import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import require_tool, wait_until
+from helpers import wait_until
 from systemd_box import (
     API_PORT,
     BALANCER,
@@ -32,22 +30,6 @@ pytestmark = pytest.mark.slow
 CONF_D = "/etc/haproxy-k8s/conf.d"
 TEST_DROP_IN = "90-test.toml"
 ERR, WARNING = 3, 4  # syslog priorities
-
-
-@pytest.fixture(scope="session")
-def box() -> Iterator[Box]:
-    for tool, package in (("mmdebstrap", "mmdebstrap"), ("systemd-nspawn", "systemd-container"),
-                          ("nsenter", "util-linux"), ("chroot", "coreutils")):
-        require_tool(tool, f"apt-get install {package}")
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("the systemd box needs root: required in CI")
-        pytest.skip("the systemd box needs root")
-    created = Box.create()
-    try:
-        yield created
-    finally:
-        created.close()
 
 
 @pytest.fixture

@@ -129,11 +129,11 @@ KEEPALIVED_UNITS = ("haproxy-k8s-keepalived.service", "haproxy-k8s-keepalived.pa
 
 
 def test_keepalived_units_verify_cleanly(systemd_analyze: str, tmp_path: Path) -> None:
-    # ExecStart= binaries must exist for verify: point them at `true` in a copy.
+    # Exec*= binaries must exist for verify: point them at `true` in a copy.
     true = shutil.which("true") or "/bin/true"
     for name in KEEPALIVED_UNITS:
         text = (UNIT.parent / name).read_text()
-        text = re.sub(r"(?m)^(ExecStart(?:Pre)?=-?)\S+", rf"\g<1>{true}", text)
+        text = re.sub(r"(?m)^(Exec(?:Start|StartPre|Reload)=-?)\S+", rf"\g<1>{true}", text)
         (tmp_path / name).write_text(text)
     result = analyze(systemd_analyze, "verify", *KEEPALIVED_UNITS, cwd=tmp_path)
     output = ANSI.sub("", result.stdout + result.stderr).splitlines()
@@ -148,3 +148,17 @@ def test_keepalived_unit_has_the_network_privileges_ours_lacks() -> None:
     assert "AF_NETLINK" in theirs["RestrictAddressFamilies"][0]
     assert ours["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
     assert "AF_NETLINK" not in ours["RestrictAddressFamilies"][0]
+
+
+def test_keepalived_unit_tests_what_it_runs_and_owns_its_files() -> None:
+    theirs = service_section((UNIT.parent / KEEPALIVED_UNITS[0]).read_text())
+    # The full config test (interfaces visible) before start and as the reload; no /bin/kill.
+    assert any("keepalived-install" in line for line in theirs["ExecStartPre"])
+    assert theirs["ExecReload"] == [
+        "/usr/local/bin/haproxy-k8s keepalived-install --state-dir /run/haproxy-k8s "
+        "--keepalived /usr/sbin/keepalived --hup $MAINPID"]
+    # Reads the daemon's 0750 state dir through the group, writes only its own dir.
+    assert theirs["Group"] == ["haproxy"]
+    assert theirs["RuntimeDirectory"] == ["haproxy-k8s-keepalived"]
+    assert "ReadWritePaths" not in theirs
+    assert "/run/haproxy-k8s-keepalived/keepalived.conf" in theirs["ExecStart"][0]

@@ -129,3 +129,29 @@ def test_keepalived_accepts_what_we_render(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="keepalived --config-test refused"):
         check_keepalived(binary, path)
     assert os.path.exists(path)
+
+
+# keepalived 2.2.7's --config-test log in haproxy-k8s.service's sandbox (no AF_NETLINK), as
+# seen in the systemd box; the last case adds a real syntax error.
+NO_NETLINK = ["Error while registering Kernel netlink cmd channel",
+              "netlink_address_lookup() returned -1",
+              "(/run/haproxy-k8s/keepalived.conf.candidate: Line 14) WARNING - interface eth-vip "
+              "for vrrp_instance haproxy_k8s doesn't exist",
+              "(/run/haproxy-k8s/keepalived.conf.candidate: Line 20) WARNING - interface eth-vip "
+              "for ip address 10.231.9.1/24 doesn't exist",
+              "(/run/haproxy-k8s/keepalived.conf.candidate: Line 26) (haproxy_k8s) tracked "
+              "interface hk8s-fit doesn't exist",
+              "Non-existent interface specified in configuration"]
+
+
+@pytest.mark.parametrize(("lines", "deferred"), [
+    (NO_NETLINK, True),
+    # With netlink, a missing interface is keepalived's verdict, not a blind spot.
+    (NO_NETLINK[2:], False),
+    (["(/x: Line 3) Unknown keyword 'virtual_router_idd'", *NO_NETLINK], False),
+    ([], False),
+])
+def test_only_blind_interface_verdicts_are_deferred(lines: list[str], deferred: bool) -> None:
+    from haproxy_k8s.vip.check import deferred_to_unit
+
+    assert deferred_to_unit(lines) is deferred

@@ -179,6 +179,12 @@ def cmd_restart_daemon(args: argparse.Namespace) -> int:
     return restart_daemon(_state_paths(args), args.timeout)
 
 
+def cmd_keepalived_install(args: argparse.Namespace) -> int:
+    from ..vip.unitside import main as install
+
+    return install(_state_paths(args).root, args.keepalived, args.hup)
+
+
 def cmd_admin_state(args: argparse.Namespace) -> int:
     """drain / ready / maint (and cordon / uncordon): ask the daemon to set a node's admin state."""
     from .admin import RefusedError, parse_target, set_admin_state, wait_drained
@@ -258,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("--timeout", type=duration, default=60.0, metavar="DURATION",
                          help="how long to wait for the new daemon (default 60s)")
     restart.set_defaults(func=cmd_restart_daemon)
+    # Run by haproxy-k8s-keepalived.service (root, netlink), not by hand: vip/unitside.py.
+    install = sub.add_parser("keepalived-install", parents=[common],
+                             help="[vip] manage=unit: test the published keepalived.conf and "
+                                  "install it for the keepalived unit")
+    install.add_argument("--keepalived", default="keepalived", help="the binary")
+    install.add_argument("--hup", type=int, metavar="PID", help="then reload this keepalived")
+    install.set_defaults(func=cmd_keepalived_install)
     for state, aliases, text in (
             ("drain", ["cordon"], "stop new connections to a node; existing ones finish"),
             ("ready", ["uncordon"], "put a node back into service"),

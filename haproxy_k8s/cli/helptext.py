@@ -66,6 +66,15 @@ HELP: dict[str, Help] = {
         ((0, "the new daemon runs and adopted HAProxy"),
          (1, "it did not come back in time, or its first apply failed"),
          (3, "no daemon runs"))),
+    "keepalived-install": Help(
+        "[vip] with manage = \"unit\": run by haproxy-k8s-keepalived.service (root, netlink), "
+        "not by hand. Copies the keepalived.conf the daemon published into the unit's runtime "
+        "dir, runs `keepalived --config-test` on the copy with every interface visible, and "
+        "only then installs it (and sends --hup PID a SIGHUP). A refused config leaves the "
+        "running one in place; the verdict is shown by `haproxy-k8s status`.",
+        ("haproxy-k8s keepalived-install --state-dir /run/haproxy-k8s --hup 1234",),
+        ((0, "installed (and keepalived reloaded)"),
+         (1, "keepalived refused the config, or it could not be read: nothing changed"))),
     "drain": Help("No new connections to the node; its existing ones finish. " + _ADMIN
                   + " `cordon` is the same command.",
                   ("haproxy-k8s drain cluster-0/k8s-master-1 --wait --timeout 10m",

@@ -285,7 +285,7 @@ class Daemon:
             if self._reexec and started:
                 # The lock and sockets close on exec (CLOEXEC): the new code takes them.
                 self.notifier.reloading()
-                reexec.execute()
+                reexec.execute(self.vip.exec_env() if self.vip is not None else None)
             if started:
                 self.shutdown()
             if self.lock is not None:

@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,19 @@ def command_line() -> list[str]:
     return [sys.executable, "-m", "haproxy_k8s.cli", *sys.argv[1:]]
 
 
-def execute() -> None:
+def execute(env: Mapping[str, str] | None = None) -> None:
     """Become a new daemon process with the same pid; never returns on success.
 
     Called by the main loop once its threads have stopped. Descriptors Python opened are
     close-on-exec (PEP 446): HAProxy's output pipe closes with the old image, as on a crash.
+    `env` is added to the new image's environment: how a descriptor deliberately kept
+    open (the [vip] fit link, whose closing would move the VIP) is found again.
     If execv() itself fails (the venv was removed, say), the error propagates and the unit
     fails: systemd restarts it and the restarted daemon adopts HAProxy all the same.
     """
     argv = command_line()
     log.info("re-executing the daemon (HAProxy keeps running): %s", " ".join(argv))
+    os.environ.update(env or {})
     logging.shutdown()  # flush every handler: the new image starts with empty buffers
     sys.stdout.flush()
     sys.stderr.flush()

@@ -9,7 +9,10 @@ its carrier. A tun link has carrier exactly while a process holds it open, so:
 - the daemon dying in any way (SIGKILL, crash, OOM) closes the descriptor and
   the kernel drops the carrier at once: no timeout, nothing to poll;
 - a wedged main loop stops calling `beat()`; the watchdog thread notices the
-  stale heartbeat and detaches.
+  stale heartbeat and detaches;
+- a re-exec of the daemon (`restart-daemon`, an upgrade) is none of these: the
+  descriptor is handed to the new image (`handover()`, `take_inherited()`), so
+  the carrier, and the VIP, stay where they are.
 
 Only the main loop and the watchdog thread call in; a lock orders them.
 """
@@ -33,7 +36,10 @@ TUNSETPERSIST = 0x400454CB
 TUNSETOWNER = 0x400454CC
 IFF_TUN, IFF_NO_PI, IFF_UP = 0x0001, 0x1000, 0x1
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
+TUNGETIFF = 0x800454D2
 THREAD_NAME = "haproxy-k8s-vip-watchdog"
+# "<fd>:<link>": the attached descriptor a re-executed daemon inherits from its old image.
+INHERIT_ENV = "HAPROXY_K8S_FIT_LINK_FD"
 
 
 def _ifreq(name: str, flags: int) -> bytes:
@@ -70,16 +76,37 @@ def delete_link(name: str) -> None:
             os.close(fd)
 
 
+def take_inherited() -> tuple[int, str] | None:
+    """The (fd, link) an old image handed over, if any; removed from the environment, so
+    HAProxy and keepalived never see it (the descriptor itself is close-on-exec again)."""
+    value = os.environ.pop(INHERIT_ENV, "")
+    fd_text, _, name = value.partition(":")
+    if not fd_text.isdigit() or not name:
+        return None
+    fd = int(fd_text)
+    try:
+        os.set_inheritable(fd, False)
+        attached = struct.unpack("16sH22x", fcntl.ioctl(fd, TUNGETIFF, _ifreq("", 0)))[0]
+    except OSError:
+        log.warning("inherited fit link descriptor %d is gone: attaching anew", fd)
+        return None
+    if attached.rstrip(b"\0").decode(errors="replace") != name:
+        os.close(fd)  # attached elsewhere: not the carrier we were asked to keep
+        return None
+    return fd, name
+
+
 class FitLink:
     """Holds the link open while fit; a watchdog thread detaches when the loop stalls."""
 
-    def __init__(self, name: str, stale_after: float = 2.0) -> None:
+    def __init__(self, name: str, stale_after: float = 2.0, inherited: int | None = None) -> None:
         self.name = name
         self.stale_after = stale_after
-        self.fit = False
-        self.reason = "starting"
+        # An inherited descriptor is attached: the carrier never dropped across the re-exec.
+        self.fit = inherited is not None
+        self.reason = "re-executed" if inherited is not None else "starting"
         self.error: str | None = None
-        self._fd: int | None = None
+        self._fd: int | None = inherited
         self._last_beat = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -110,10 +137,32 @@ class FitLink:
         with self._lock:
             self._set(False)
 
+    def handover(self) -> dict[str, str]:
+        """Before exec(): stop watching (a slow shutdown must not detach) and keep the
+        descriptor open across exec. The environment the new image needs is returned."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            if self._fd is None:
+                return {}
+            os.set_inheritable(self._fd, True)
+            return {INHERIT_ENV: f"{self._fd}:{self.name}"}
+
     def _watch(self) -> None:
-        while not self._stop.wait(self.stale_after / 4):
+        period = self.stale_after / 4
+        woke = time.monotonic()
+        while not self._stop.wait(period):
+            now, slept = time.monotonic(), time.monotonic() - woke
+            woke = now
             with self._lock:
-                stale = time.monotonic() - self._last_beat > self.stale_after
+                if slept > self.stale_after:
+                    # This thread was not scheduled either: the whole process was frozen
+                    # (SIGSTOP, a suspended VM), not the loop wedged. HAProxy served all
+                    # along; judge the loop from the thaw on, instead of racing it.
+                    self._last_beat = now
+                stale = now - self._last_beat > self.stale_after
                 if stale and self.fit:
                     self.reason = "daemon main loop stalled"
                     # Logging takes locks of its own; a wedged loop may hold none of

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,9 +19,9 @@ from typing import Any
 from ..config.model import Config
 from ..errors import ConfigError, HaproxyK8sError
 from ..fileio import publish, write_atomic
-from . import heartbeat
+from . import heartbeat, unitside, wedge
 from .check import check_keepalived
-from .model import VipSettings
+from .model import Manage, VipSettings
 from .notify import RoleWatcher
 from .process import KeepalivedProcess
 from .render import VipPaths, auth_fragment, render
@@ -64,6 +65,7 @@ def fit_reason(master_alive: bool, clusters: Sequence[Mapping[str, Any]]) -> str
 class VipManager:
     def __init__(self, state_dir: Path, on_change: Callable[[], None] = lambda: None) -> None:
         self.state_dir = state_dir
+        self._on_change = on_change
         self.paths = VipPaths(state_dir)
         self.settings: VipSettings | None = None
         self.process: KeepalivedProcess | None = None
@@ -74,6 +76,10 @@ class VipManager:
         self.restarts = 0
         self._backoff, self._next_restart = 1.0, 0.0
         self._text = ""
+        # A re-executed daemon's fit link, still attached (see heartbeat.take_inherited).
+        self._inherited = heartbeat.take_inherited()
+        self.verdict: unitside.Verdict | None = None  # manage = "unit": the unit's answer
+        wedge.install()
 
     # -- after every apply ----------------------------------------------------
     def configure(self, config: Config | None) -> None:
@@ -89,6 +95,9 @@ class VipManager:
         except (HaproxyK8sError, OSError) as e:
             self.error = str(e)
             log.error("vip: %s", e)
+        if self._inherited is not None:  # no [vip], or another fit_link, after the upgrade
+            os.close(self._inherited[0])
+            self._inherited = None
 
     def _enable(self, vip: VipSettings) -> None:
         if self.settings is None or self.settings.fit_link != vip.fit_link:
@@ -114,19 +123,27 @@ class VipManager:
     def _open_link(self, vip: VipSettings) -> None:
         if self.link is not None:
             self.link.close()
-        if vip.manage == "child":
+        inherited = None
+        if self._inherited is not None and self._inherited[1] == vip.fit_link:
+            inherited, self._inherited = self._inherited[0], None
+            log.info("kept the fit link %s attached across the re-exec", vip.fit_link)
+        elif vip.manage == "child":
             # Under systemd the keepalived unit creates it (we have no CAP_NET_ADMIN).
+            # An inherited descriptor proves it exists (and setting it up again while it
+            # is attached would fail: EBUSY).
             heartbeat.create_link(vip.fit_link)
         if not self.roles_started:
             self.roles.start()
             self.roles_started = True
-        self.link = heartbeat.FitLink(vip.fit_link)
+        self.link = heartbeat.FitLink(vip.fit_link, inherited=inherited)
         self.link.start()
 
     def _write_auth(self, vip: VipSettings) -> None:
         if vip.auth_password_file:
             fragment = auth_fragment(read_password(vip.auth_password_file))
-            write_atomic(self.paths.auth, fragment, mode=0o600)
+            # The keepalived unit reads it as group haproxy (it has no CAP_DAC_OVERRIDE).
+            mode = 0o640 if vip.manage == Manage.UNIT else 0o600
+            write_atomic(self.paths.auth, fragment, mode=mode)
         else:
             self.paths.auth.unlink(missing_ok=True)
 
@@ -158,6 +175,36 @@ class VipManager:
         self.link.beat(not reason, reason or "healthy")
         if self.settings.manage == "child" and self.process is not None:
             self._supervise_child()
+        elif self.settings.manage == Manage.UNIT:
+            self._read_verdict()
+
+    def _read_verdict(self) -> None:
+        """Follow the keepalived unit's verdict on what we published (a file read a tick)."""
+        verdict = unitside.read_verdict(self.paths.unit_verdict)
+        if verdict == self.verdict:
+            return
+        self.verdict = verdict
+        self._on_change()  # status.json follows at once
+        if verdict is not None and not verdict.ok and verdict.sha256 == self._sha256():
+            log.error("vip: the keepalived unit refused keepalived.conf and keeps running "
+                      "its previous config: %s", verdict.message)
+
+    def _sha256(self) -> str:
+        return unitside.digest(self._text.encode()) if self._text else ""
+
+    def keepalived_config(self) -> str:
+        """Whether keepalived runs what we published: applied | refused | pending | child."""
+        if self.settings is None or self.settings.manage == Manage.CHILD:
+            return "child"
+        if self.verdict is None or self.verdict.sha256 != self._sha256():
+            return "pending"
+        return "applied" if self.verdict.ok else "refused"
+
+    def _unit_error(self) -> str | None:
+        if self.keepalived_config() != "refused" or self.verdict is None:
+            return None
+        return f"keepalived unit refused keepalived.conf (previous one kept): " \
+               f"{self.verdict.message}"
 
     def _supervise_child(self) -> None:
         assert self.process is not None
@@ -200,7 +247,9 @@ class VipManager:
             "transitions": self.roles.transitions,
             "keepalived_pid": self._keepalived_pid(),
             "keepalived_restarts": self.restarts,
-            "error": self.error or (self.link.error if self.link else None),
+            "error": (self.error or self._unit_error()
+                      or (self.link.error if self.link else None)),
+            "keepalived_config": self.keepalived_config(),
         }
         return fields
 
@@ -216,7 +265,15 @@ class VipManager:
     def _keepalived_pid(self) -> int | None:
         if self.process is not None and self.process.alive():
             return self.process.pid
+        if self.settings is not None and self.settings.manage == Manage.UNIT:
+            return unitside.read_unit_pid(self.paths.unit_pid)
         return None
+
+    # -- re-exec -------------------------------------------------------------------
+    def exec_env(self) -> dict[str, str]:
+        """Just before the daemon re-executes: keep the fit link attached across exec(),
+        so an upgrade does not move the VIP. The environment the new image reads."""
+        return self.link.handover() if self.link is not None else {}
 
     # -- shutdown ----------------------------------------------------------------
     def stop(self) -> None:

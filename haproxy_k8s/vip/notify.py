@@ -39,12 +39,14 @@ def parse_event(line: str) -> tuple[str, str, int] | None:
 def ensure_fifo(path: Path) -> None:
     """Create the FIFO (replacing anything else at that path)."""
     try:
-        if stat.S_ISFIFO(path.stat().st_mode):
-            return
-        path.unlink()
+        if not stat.S_ISFIFO(path.stat().st_mode):
+            path.unlink()
+            os.mkfifo(path)
     except FileNotFoundError:
-        pass
-    os.mkfifo(path, 0o660)
+        os.mkfifo(path)
+    # Group-writable whatever the umask: under systemd keepalived writes it as root
+    # without CAP_DAC_OVERRIDE, through the group haproxy (haproxy-k8s-keepalived.service).
+    os.chmod(path, 0o660)
 
 
 class RoleWatcher:

@@ -53,6 +53,19 @@ class VipPaths:
     def fifo(self) -> Path:
         return self.root / "keepalived.fifo"
 
+    # manage = "unit": the keepalived unit's own runtime dir (vip/unitside.py).
+    @property
+    def unit_dir(self) -> Path:
+        return self.root.parent / f"{self.root.name}-keepalived"
+
+    @property
+    def unit_verdict(self) -> Path:
+        return self.unit_dir / "config-test.json"
+
+    @property
+    def unit_pid(self) -> Path:
+        return self.unit_dir / "keepalived.pid"
+
 
 def advert_text(ms: int) -> str:
     """keepalived's advert_int: seconds, centisecond precision."""
