@@ -5,8 +5,11 @@ Each test reproduces one case of the faults issue with the real daemon and HAPro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -14,9 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from conftest import StandInFactory
-from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
+from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli, kill_tree
 from helpers import free_port, require_tool, version_over_tls, wait_until
 from notify import NotifySocket
 
@@ -155,18 +159,28 @@ def small_fs(short_tmp: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(root)], check=False)
 
 
-def _remount(root: Path, mode: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{mode}", str(root)], check=True)
+def _fill(root: Path) -> Path:
+    """Fill the file system to the last byte, as a full disk is; return the filler."""
+    filler = root / "filler"
+    with filler.open("wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
 
 
-def test_a_read_only_state_dir_is_reported_and_retried(
+def test_a_full_state_dir_is_reported_and_retried(
         short_tmp: Path, small_fs: Path, standin_factory: StandInFactory) -> None:
+    """A full (or read-only) state dir: status says so, metrics count it, the daemon retries."""
     nodes = [standin_factory("m1", tls=False), standin_factory("m2", tls=False)]
     config = ConfigDir(short_tmp, state_dir=small_fs / "state")
     config.cluster("cluster-0", free_port(BALANCER), {"m1": (nodes[0].host, nodes[0].port)})
     daemon = DaemonProcess(config).start()
     try:
-        _remount(small_fs, "ro")
+        filler = _fill(small_fs)
         config.write("20-m2.toml", f'[clusters.cluster-0.nodes.m2]\naddress = "{nodes[1].host}"'
                                    f"\nport = {nodes[1].port}\n")
 
@@ -180,11 +194,91 @@ def test_a_read_only_state_dir_is_reported_and_retried(
         assert seen["state_dir_errors"] >= 1
         table = cli("status", "--config-dir", str(config.root)).stdout
         assert "state:" in table and "next try" in table
-        _remount(small_fs, "rw")
+        filler.unlink()
         # No SIGHUP, no edit: the retry applies the waiting change by itself.
         wait_until(lambda: len(daemon.status().get("clusters", [{}])[0].get("nodes", [])) == 2,
                    40.0, interval=0.2, message="the pending edit applied after the retry")
         assert daemon.status()["daemon"]["last_error"] is None
     finally:
-        _remount(small_fs, "rw")
+        (small_fs / "filler").unlink(missing_ok=True)
         daemon.stop()
+
+
+def _masters(state_dir: Path) -> list[int]:
+    """HAProxy masters started for this state dir (workers share the command line)."""
+    want = f"{state_dir}/master.sock,mode,600"
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if want in (proc.info["cmdline"] or []):
+                parent = proc.parent()
+                if parent is None or want not in parent.cmdline():
+                    found.append(proc.pid)
+    return found
+
+
+def _serving_pair(short_tmp: Path, standin_factory: StandInFactory
+                  ) -> tuple[ConfigDir, DaemonProcess, int]:
+    nodes = [standin_factory("m1"), standin_factory("m2")]
+    config = ConfigDir(short_tmp)
+    port = free_port(BALANCER)
+    config.cluster("cluster-0", port, {n.name: (n.host, n.port) for n in nodes})
+    return config, DaemonProcess(config).start(), port
+
+
+def _state(config: ConfigDir, node: str) -> str:
+    doc = json.loads(cli("status", "--json", "--config-dir", str(config.root)).stdout)
+    return str(next(n["state"] for n in doc["clusters"][0]["nodes"] if n["name"] == node))
+
+
+def test_a_deleted_state_dir_is_rebuilt_under_the_same_master(
+        short_tmp: Path, standin_factory: StandInFactory) -> None:
+    config, daemon, port = _serving_pair(short_tmp, standin_factory)
+    master = daemon.haproxy_pid
+    try:
+        assert cli("maint", "cluster-0/m2", "--config-dir", str(config.root)).returncode == 0
+        with Load(version_over_tls(port)) as load:
+            load.wait_requests(20)
+            shutil.rmtree(config.state_dir)
+            def status_works() -> bool:
+                done = cli("status", "--config-dir", str(config.root))
+                last[:] = [done.stdout + done.stderr]
+                return done.returncode in (0, 1)
+
+            last: list[str] = []
+            try:
+                wait_until(status_works, 15.0, interval=0.2, message="status works again")
+            except AssertionError as e:
+                raise AssertionError(f"{e}; status said: {last}") from e
+            load.wait_requests(load.result.ok + 50, timeout=10.0)
+        result = load.stop()
+        assert result.failures == [], result.failures[:5]
+        assert daemon.haproxy_pid == master and _masters(config.state_dir) == [master]
+        assert _state(config, "m2") == "MAINT"  # the operator's maint survived
+        assert (config.state_dir / "control.sock").exists()
+    finally:
+        daemon.stop()
+
+
+def test_a_restarted_daemon_takes_over_the_orphan_instead_of_a_second_master(
+        short_tmp: Path, standin_factory: StandInFactory) -> None:
+    config, daemon, port = _serving_pair(short_tmp, standin_factory)
+    master = daemon.haproxy_pid
+    assert master is not None
+    second = DaemonProcess(config)
+    try:
+        with Load(version_over_tls(port)) as load:
+            load.wait_requests(20)
+            daemon.signal(signal.SIGKILL)  # HAProxy keeps serving on its own
+            assert daemon.proc is not None
+            daemon.proc.wait(timeout=10)
+            shutil.rmtree(config.state_dir)
+            second.start()
+            load.wait_requests(load.result.ok + 50, timeout=10.0)
+        result = load.stop()
+        assert result.failures == [], result.failures[:5]
+        assert _masters(config.state_dir) == [master], "one master: the orphan, taken over"
+        assert cli("status", "--config-dir", str(config.root)).returncode == 0
+    finally:
+        second.stop()
+        kill_tree(master)

@@ -25,6 +25,7 @@ from ..fileio import publish, write_atomic
 from ..haproxy import render as render_mod
 from ..haproxy.binds import check_new_binds, running_binds
 from ..haproxy.master import HaproxyMaster
+from ..haproxy.orphan import recovery_text, take_over
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import filter_servers_state
 from ..haproxy.runtime import RuntimeClient
@@ -78,6 +79,8 @@ class Applier:
         self.master = HaproxyMaster(self.binary, self.paths)
         self.admin = RuntimeClient(self.paths.admin_socket)
         self.ops = RuntimeOps(self.admin)
+        # The operator's drain/maint as last read: put back if the state dir is lost.
+        self._operator_cache: dict[str, AdminState] = {}
 
     # -- public ------------------------------------------------------------
     def apply(self, config: Config) -> ApplyOutcome:
@@ -143,7 +146,7 @@ class Applier:
         with what HAProxy runs now.
         """
         changes = plan.changes
-        self.ops.apply(changes, opstate.load(self.paths.operator_state))
+        self.ops.apply(changes, self._operator_states())
         if plan.hostnames:
             sync_maps(self.admin, config, self.paths)
         problems = self.ops.mismatches(config)
@@ -231,7 +234,7 @@ class Applier:
         """Put operator drain/maint back on servers (after a start, restart or reload)."""
         if self.applied is None:
             return
-        states = opstate.load(self.paths.operator_state)
+        states = self._operator_states()
         for cluster in self.applied.clusters:
             for node in cluster.nodes:
                 state = states.get(f"{cluster.name}/{node.name}")
@@ -258,6 +261,7 @@ class Applier:
         for server in cluster.server_ids(node_name):  # the fail-open twin too
             self.admin.set_state(server, state)
         opstate.set_state(self.paths.operator_state, target, state)
+        self._operator_cache = opstate.load(self.paths.operator_state)
 
     def _save_server_state(self, config: Config) -> None:
         """Dump health/admin state for the reload, minus servers whose address moved."""
@@ -271,3 +275,32 @@ class Applier:
         keep = {(c.backend, n.name, n.address, str(n.port))
                 for c in config.clusters for n in c.nodes}
         write_atomic(self.paths.server_state, filter_servers_state(dump, keep), mode=0o640)
+
+    def _operator_states(self) -> dict[str, AdminState]:
+        states = opstate.load(self.paths.operator_state)
+        if states or self.paths.operator_state.exists():
+            self._operator_cache = states
+        return dict(self._operator_cache)
+
+    # -- a lost state dir ----------------------------------------------------
+    def recover(self, config: Config, pid: int) -> None:
+        """HAProxy master `pid` serves, but the state dir (or its sockets) is gone.
+
+        Publish a validated config again (with the admin socket spelled to bind
+        afresh, see haproxy/orphan.py), put the operator's states back, and
+        take the master over: the same master keeps serving, no second one.
+        """
+        self.paths.ensure_root()
+        if self._operator_cache and not self.paths.operator_state.exists():
+            for target, state in self._operator_cache.items():
+                opstate.set_state(self.paths.operator_state, target, state)
+        text = recovery_text(render_mod.render(config, self.paths, promex=self.promex),
+                             self.paths)
+        validate_candidate(text, render_auth(config), self.paths, self.binary,
+                           map_files(config, self.paths))
+        self._publish()
+        take_over(self.master, pid)
+        self._keep_good()
+        self.applied = config
+        self.ops.forget_pending()
+        self.reapply_admin_states()

@@ -66,6 +66,7 @@ class ControlServer:
         self._stop = threading.Event()
 
     def start(self) -> None:
+        self._stop.clear()  # started again after a stop (a recreated state dir)
         self.path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Created 0600 from the start: no window in which others could connect.

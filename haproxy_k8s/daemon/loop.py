@@ -26,10 +26,10 @@ from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.discovery import DiscoverySources, up_nodes_of
 from ..sources.files import FileSource
-from ..sources.secretfiles import SecretFiles, secret_files
+from ..sources.secretfiles import SecretFiles
 from ..vip.manager import VipManager
 from ..vip.metrics import VipCollector
-from . import inspect, reexec, requests
+from . import inspect, reexec, requests, supervise
 from .backoff import Backoff
 from .control import ControlServer, Request
 from .debounce import Debouncer
@@ -130,6 +130,8 @@ class Daemon:
         self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
         self.publisher.metrics.registry.register(VipCollector(self.vip))
         adopted = self.applier.master.adopt()
+        if adopted is None and error is None and supervise.take_over_orphan(self, config):
+            adopted = self.applier.master.try_proc_table()
         if adopted is not None:
             self.state.generation = 1
         if error is not None:
@@ -361,32 +363,7 @@ class Daemon:
 
     # -- supervision ---------------------------------------------------------
     def _supervise(self, force_status: bool = False) -> None:
-        assert self.applier is not None and self.publisher is not None
-        master = self.applier.master
-        if self.vip is not None:  # before any restart: a dead HAProxy releases the VIP
-            self.vip.tick(master.alive(), self.publisher.cluster_counts())
-        now = time.monotonic()
-        if master.pid is not None and not master.alive() and self._restarts.due(now):
-            self.state.haproxy_restarts += 1
-            delay = self._restarts.failed(now)
-            self.eventlog.record("haproxy", "master", f"pid {master.pid} exited (code "
-                                 f"{master.exit_code()}); restarting (backoff {delay:.0f}s)")
-            self._restart_master()
-            force_status = True
-        elif master.alive():
-            self._restarts.reset_if_stable(now)
-        if master.alive():
-            removing = set(self.applier.ops.pending)
-            self.applier.ops.tick()
-            if removing != set(self.applier.ops.pending):
-                inspect.record_deleted(self, removing)
-                force_status = True
-        self.files.verify()  # a replaced config dir is watched again
-        if self._secret_files.changed(secret_files(self.applier.applied,
-                                                   self.applier.attempted)):
-            self.post("apply", "password file changed")
-        self.publisher.maybe_write(now, force=force_status)
-        self._ping_watchdog(now)
+        supervise.tick(self, force_status)
 
     def _ping_watchdog(self, now: float) -> None:
         # Pinged from the main loop, so a wedged loop (not just a dead
@@ -394,15 +371,6 @@ class Daemon:
         if self._watchdog_every is not None and now >= self._watchdog_at:
             self.notifier.watchdog()
             self._watchdog_at = now + self._watchdog_every
-
-    def _restart_master(self) -> None:
-        assert self.applier is not None
-        try:
-            self.applier.master.start()
-            self.applier.reapply_admin_states()
-        except HaproxyK8sError as e:
-            self.state.record_error(e.record())
-            log.error("restart failed: %s", e)
 
     def shutdown(self) -> None:
         """SIGTERM/SIGINT: stop HAProxy gracefully (this is what `systemctl stop` means)."""

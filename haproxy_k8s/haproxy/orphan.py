@@ -1,0 +1,83 @@
+"""A HAProxy master that runs for our state dir but whose sockets are gone.
+
+Someone deleted the state dir (or its sockets) under a running balancer: the
+master and its worker keep serving, but neither the daemon nor `status` can
+reach them, and a daemon that started a second master beside it would leave
+two balancers answering, one of them without the operator's drain and maint.
+The master is found by its command line (`-S <state_dir>/master.sock`), and
+taken over: SIGUSR2 makes it re-execute on the published config, which binds
+the master socket again. The admin socket needs one more step: a reload
+inherits the old listening socket, whose path is gone, so the recovery config
+names it by another spelling of the same path (`<dir>/./admin.sock`), which
+HAProxy takes for a new listener and binds afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+
+import psutil
+
+from ..errors import ProcessError
+from .master import HaproxyMaster
+from .paths import StatePaths
+from .replies import ProcTable
+
+log = logging.getLogger(__name__)
+
+TAKE_OVER_TIMEOUT = 15.0
+
+
+def master_socket_arg(paths: StatePaths) -> str:
+    """The `-S` argument our masters are started with (haproxy/master.py)."""
+    return f"{paths.master_socket},mode,600"
+
+
+def find_orphan(paths: StatePaths) -> int | None:
+    """The pid of a HAProxy master started for `paths`, if one runs."""
+    want = master_socket_arg(paths)
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if "haproxy" not in (proc.info["name"] or "") or want not in (
+                    proc.info["cmdline"] or []):
+                continue
+            parent = proc.parent()
+            # Workers carry the master's command line too: the master is the one whose
+            # parent is not such a process.
+            if parent is not None and want in parent.cmdline():
+                continue
+            return int(proc.pid)
+    return None
+
+
+def recovery_text(text: str, paths: StatePaths) -> str:
+    """`text` with the admin socket spelled so that a reload binds it afresh."""
+    fresh = f"stats socket {paths.root}/./{paths.admin_socket.name} "
+    return text.replace(f"stats socket {paths.admin_socket} ", fresh, 1)
+
+
+def take_over(master: HaproxyMaster, pid: int, timeout: float = TAKE_OVER_TIMEOUT) -> ProcTable:
+    """Make `master` manage the running master `pid` through new sockets.
+
+    The published config must already be in place (it is what the master re-reads).
+    """
+    log.warning("haproxy master %d runs without its sockets: reloading it to bind them again",
+                pid)
+    try:
+        os.kill(pid, signal.SIGUSR2)
+    except ProcessLookupError as e:
+        raise ProcessError(f"haproxy master {pid} is gone") from e
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        table = master.try_proc_table()
+        if table is not None and table.master.pid == pid and table.workers \
+                and master.paths.admin_socket.exists():
+            master.pid = pid
+            return table
+        time.sleep(0.05)
+    raise ProcessError(f"haproxy master {pid} did not bind its sockets again "
+                       f"within {timeout:g}s")
