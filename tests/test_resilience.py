@@ -282,3 +282,50 @@ def test_a_restarted_daemon_takes_over_the_orphan_instead_of_a_second_master(
     finally:
         second.stop()
         kill_tree(master)
+
+
+def test_status_follows_the_running_daemon_when_a_drop_in_moves_state_dir(
+        short_tmp: Path, standin_factory: StandInFactory) -> None:
+    config, daemon, _ = _serving_pair(short_tmp, standin_factory)
+    try:
+        config.write("90-move.toml", f'[haproxy]\nstate_dir = "{short_tmp / "elsewhere"}"\n')
+        error = wait_until(lambda: daemon.status()["daemon"]["last_error"], 10.0,
+                           message="the move is refused")
+        assert error["file"] == "conf.d/90-move.toml"
+        assert "haproxy.state_dir" in error["message"]
+        result = cli("status", "--config-dir", str(config.root))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "conf.d/90-move.toml" in result.stdout
+        assert not (short_tmp / "elsewhere").exists()
+    finally:
+        daemon.stop()
+
+
+def test_a_haproxy_refusal_names_the_drop_in(short_tmp: Path,
+                                             standin_factory: StandInFactory) -> None:
+    config, daemon, _ = _serving_pair(short_tmp, standin_factory)
+    try:
+        bad = short_tmp / "not-a-cert.pem"
+        bad.write_text("this is not PEM\n")
+        config.write("30-cert.toml", f'[clusters.cluster-0]\ncheck = "https"\n'
+                                     f'client_cert = "{bad}"\n')
+        error = wait_until(lambda: daemon.status()["daemon"]["last_error"], 10.0,
+                           message="haproxy -c refuses the certificate")
+        assert error["file"] == "conf.d/30-cert.toml", error
+    finally:
+        daemon.stop()
+
+
+def test_a_stopped_daemon_makes_status_say_so_and_how_old_it_is(
+        short_tmp: Path, standin_factory: StandInFactory) -> None:
+    config, daemon, _ = _serving_pair(short_tmp, standin_factory)
+    try:
+        daemon.signal(signal.SIGSTOP)
+        result = cli("status", "--json", "--config-dir", str(config.root))
+        doc = json.loads(result.stdout)
+        assert result.returncode == 3
+        assert any("does not answer" in u for u in doc["unreachable"]), doc["unreachable"]
+        assert doc["daemon"]["stale_s"] is not None
+    finally:
+        daemon.signal(signal.SIGCONT)
+        daemon.stop()

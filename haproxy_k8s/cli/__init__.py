@@ -116,8 +116,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- status / reload ------------------------------------------------------------------
 def _state_paths(args: argparse.Namespace) -> StatePaths:
     from ..config.loader import state_dir_hint
+    from .locate import state_paths
 
-    return StatePaths(Path(args.state_dir or state_dir_hint(_config_dir(args))))
+    if args.state_dir:
+        return StatePaths(Path(args.state_dir))
+    config_dir = _config_dir(args)
+    return state_paths(Path(state_dir_hint(config_dir)), config_dir)
 
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:

@@ -231,6 +231,8 @@ class Daemon:
         if outcome.ok:
             self._with_content = self.files.files_with_content()
         self._schedule_retry(outcome)
+        if outcome.error is not None:  # name the drop-in where HAProxy names a server
+            outcome.error = self.files.locate(outcome.error)
         self.state.record_apply(outcome, reason)
         inspect.record_apply(self, outcome, reason, before)
         self._refresh_config_settings()

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..config.loader import ProvenanceMap, config_files, load_raw, unread_dropins
 from ..config.model import Config
 from ..config.references import check_referenced_files
 from ..config.schema import build_config, dotted_key
+from ..errors import ConfigError, HaproxyK8sError
 from .base import Post
 from .watcher import DirWatcher
 
 log = logging.getLogger(__name__)
+
+# `be_cluster-0/m1`, `fe_cluster-0`, `fo_…` in HAProxy's words: our proxy and server names.
+_SERVER_REF = re.compile(r"\b(?:be|fe|fo)_([a-z0-9][a-z0-9-]*)(?:/([a-z0-9][a-z0-9.-]*))?")
 
 
 class FileSource:
@@ -26,6 +33,7 @@ class FileSource:
         # Which file set each key, as of the last load: `describe` names a
         # node's origin with it.
         self.provenance: ProvenanceMap = {}
+        self._values: dict[str, tuple[str, ...]] = {}  # a string value -> its key, last load
         self._unread: list[str] = []
         # Files of the last load that had content: a save that truncates one
         # shows up as an emptied file (see daemon/holddown.py).
@@ -34,6 +42,7 @@ class FileSource:
     def load(self) -> Config:
         raw, provenance = load_raw(self.config_dir)
         config = build_config(raw, provenance)
+        self._values = dict(_string_values(raw))
         check_referenced_files(config, provenance)
         self.provenance = provenance
         self._warn_unread()
@@ -57,6 +66,41 @@ class FileSource:
             for name in sorted(set(unread) - set(self._unread)):
                 log.warning("%s: ignored: only *.toml and *.json drop-ins are read", name)
             self._unread = unread
+
+    def locate(self, error: HaproxyK8sError) -> HaproxyK8sError:
+        """`error` with the drop-in that caused it, where it names none.
+
+        A changed fixed setting names its key; `haproxy -c` and a refused reload
+        name a backend or server (`be_cluster-0/m1`): either leads to the file
+        that set it, which is what an operator has to open.
+        """
+        if error.file:
+            return error
+        if isinstance(error, ConfigError) and error.key:
+            file = self._file_of(tuple(error.key.split(".")))
+            return ConfigError(error.message, file=file, key=error.key) if file else error
+        text = str(error)
+        # A value the operator wrote, quoted back by HAProxy (a file name, a path):
+        # the key that set it is the one to fix.
+        quoted = [value for value in self._values if len(value) >= 4 and value in text]
+        if quoted:
+            key = self._values[max(quoted, key=len)]
+            error.file = self._file_of(key)
+            return error
+        found = _SERVER_REF.search(text)
+        if found:
+            cluster, node = found.groups()
+            key = ("clusters", cluster, "nodes", node) if node else ("clusters", cluster)
+            error.file = self._file_of(key)
+        return error
+
+    def _file_of(self, key: tuple[str, ...]) -> str | None:
+        """The file that set `key`, or the nearest table above it that a file set."""
+        while key:
+            if key in self.provenance:
+                return self.provenance[key]
+            key = key[:-1]
+        return None
 
     def source(self, cluster: str, node: str) -> str:
         """The files that set the node (`conf.d/10-c.toml`), or `discovery` when none does."""
@@ -86,3 +130,12 @@ class FileSource:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+
+
+def _string_values(raw: Mapping[str, Any], path: tuple[str, ...] = ()
+                   ) -> Iterator[tuple[str, tuple[str, ...]]]:
+    for key, value in raw.items():
+        if isinstance(value, Mapping):
+            yield from _string_values(value, (*path, key))
+        elif isinstance(value, str):
+            yield value, (*path, key)
