@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from haproxy_k8s.daemon.backoff import Backoff
+from haproxy_k8s.backoff import Backoff
 
 
 class Supervisor:

@@ -15,10 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config.model import Config, cluster_of_backend
+from ..config.model import Config, backend_name, cluster_of_backend
 from ..errors import RuntimeApiError
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import RuntimeClient
+from ..sources.kubernetes import UpNodes
 from .states import StatRow, StatRows, check_reason, node_state
 
 log = logging.getLogger(__name__)
@@ -200,3 +201,17 @@ class HealthPoller:
         for key in [k for k in self._states if k not in rows]:
             del self._states[key]
         return bool(changed)
+
+
+def up_nodes_of(poller: Callable[[], HealthPoller | None]) -> UpNodes:
+    """A cluster's UP nodes by name from the health poller's latest rows (None: unknown)."""
+    def up(cluster: str) -> frozenset[str] | None:
+        health = poller()
+        latest = health.latest().rows if health is not None else None
+        if latest is None:
+            return None
+        backend = backend_name(cluster)
+        return frozenset(name for (b, name), row in latest.items()
+                         if b == backend and name not in ("FRONTEND", "BACKEND")
+                         and node_state(row) == "UP")
+    return up

@@ -19,22 +19,22 @@ from pathlib import Path
 from types import FrameType
 
 from ..apply.applier import Applier, ApplyAction, ApplyOutcome
+from ..backoff import Backoff
 from ..config.loader import config_files, state_dir_hint
 from ..config.model import Config, HaproxySettings
 from ..errors import ConfigError, HaproxyK8sError, StateDirError
 from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
-from ..sources.discovery import DiscoverySources, up_nodes_of
+from ..sources.discovery import DiscoverySources
 from ..sources.files import FileSource
 from ..sources.secretfiles import SecretFiles
 from ..vip.manager import VipManager
 from ..vip.metrics import VipCollector
 from . import inspect, reexec, requests, supervise
-from .backoff import Backoff
 from .control import ControlServer, Request
 from .debounce import Debouncer
 from .events import EventLog
-from .health import HealthPoller, poll_interval
+from .health import HealthPoller, poll_interval, up_nodes_of
 from .holddown import HoldDown, destructive_changes
 from .lock import StateDirLock
 from .publisher import StatusPublisher

@@ -8,12 +8,13 @@ is a contract (DESIGN.md §1): add fields, never rename.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..clock import parse_utc as parse_utc
+from ..clock import utc_now as utc_now
 from ..config.model import Config, Node, backend_name
 from .states import STATES, StatRow, StatRows, admin_state, check_text, node_state, row_int
 
@@ -21,21 +22,6 @@ EXIT_OK, EXIT_DEGRADED, EXIT_CLUSTER_DOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
 HISTORY = 20  # apply outcomes kept in `daemon.history`
 
 __all__ = ["STATES", "StatRow", "StatRows"]
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
-
-
-def parse_utc(text: str | None) -> float | None:
-    """Unix time of a `utc_now()` string (None when absent or unreadable)."""
-    if not text:
-        return None
-    try:
-        parsed = dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=dt.UTC).timestamp()
 
 
 # -- the document ----------------------------------------------------------------------

@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from ..config.model import Config, Discovery, backend_name
-from ..daemon.health import HealthPoller
-from ..daemon.states import node_state
+from ..config.model import Config, Discovery
 from .base import NodeSet, Post
 from .kubernetes import DiscoveryStatus, KubernetesSource, UpNodes
 
@@ -65,17 +63,3 @@ class DiscoverySources:
 
     def statuses(self) -> dict[str, DiscoveryStatus]:
         return {name: source.status() for name, source in self._sources.items()}
-
-
-def up_nodes_of(poller: Callable[[], HealthPoller | None]) -> UpNodes:
-    """A cluster's UP nodes by name from the health poller's latest rows (None: unknown)."""
-    def up(cluster: str) -> frozenset[str] | None:
-        health = poller()
-        latest = health.latest().rows if health is not None else None
-        if latest is None:
-            return None
-        backend = backend_name(cluster)
-        return frozenset(name for (b, name), row in latest.items()
-                         if b == backend and name not in ("FRONTEND", "BACKEND")
-                         and node_state(row) == "UP")
-    return up

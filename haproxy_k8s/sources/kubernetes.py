@@ -18,8 +18,8 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from ..clock import utc_now
 from ..config.model import Cluster, Config, Discovery, Node
-from ..daemon.status import utc_now
 from .base import NodeSet, Post
 from .endpoints import Wanted, wanted
 from .slicewatch import Slices, SliceWatch, Via

@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from ..backoff import Backoff
 from ..config.model import Discovery
-from ..daemon.backoff import Backoff
 from .endpoints import Endpoint, MalformedSlice, parse_slice, resource_version, slice_name
 from .kubeclient import ApiError, KubeClient, Server, StreamBroken
 
