@@ -31,6 +31,7 @@ NAMES = {
     "haproxy_k8s_last_apply_timestamp_seconds", "haproxy_k8s_config_errors_total",
     "haproxy_k8s_haproxy_restarts_total", "haproxy_k8s_backend_servers",
     "haproxy_k8s_runtime_changes_total", "haproxy_k8s_haproxy_up",
+    "haproxy_k8s_state_dir_errors_total",
 }
 
 
