@@ -329,3 +329,20 @@ def test_a_stopped_daemon_makes_status_say_so_and_how_old_it_is(
     finally:
         daemon.signal(signal.SIGCONT)
         daemon.stop()
+
+
+def test_deleting_a_node_drop_in_applies_at_once(short_tmp: Path,
+                                                 standin_factory: StandInFactory) -> None:
+    """Only a cluster, a bind or a file's content going away waits; a node's file does not."""
+    config, daemon, _ = _serving_pair(short_tmp, standin_factory)
+    try:
+        extra = standin_factory("m3", tls=False)
+        config.write("20-m3.toml", f'[clusters.cluster-0.nodes.m3]\naddress = "{extra.host}"\n'
+                                   f"port = {extra.port}\n")
+        wait_until(lambda: len(daemon.status()["clusters"][0]["nodes"]) == 3, 5.0)
+        (config.conf_d / "20-m3.toml").unlink()
+        wait_until(lambda: daemon.status()["daemon"]["history"][-1]["plan"].startswith(
+            "runtime: remove"), 1.5, message="the removal applied without a hold")
+        assert daemon.status()["daemon"]["held"] is None
+    finally:
+        daemon.stop()

@@ -209,7 +209,7 @@ class Daemon:
         except ConfigError:
             self.apply("files changed")  # refused and reported; nothing is taken away
             return
-        emptied = set(self._with_content - self.files.files_with_content())
+        emptied = self.files.emptied(self._with_content)
         reasons = destructive_changes(self.applier.applied, desired, emptied)
         if self.hold.ready(desired, reasons, time.monotonic()):
             self.apply("files changed", desired)

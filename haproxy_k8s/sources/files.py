@@ -48,6 +48,20 @@ class FileSource:
         self._warn_unread()
         return config
 
+    def emptied(self, had_content: frozenset[str]) -> set[str]:
+        """Of the files that had content, those that are still there but empty now.
+
+        A deleted drop-in is not one of them: deleting a file is a finished change.
+        """
+        found = set()
+        for name in had_content:
+            try:
+                if (self.config_dir / name).stat().st_size == 0:
+                    found.add(name)
+            except OSError:
+                continue
+        return found
+
     def files_with_content(self) -> frozenset[str]:
         """The config files (relative names) that are not empty right now."""
         found = set()
