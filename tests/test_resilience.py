@@ -346,3 +346,28 @@ def test_deleting_a_node_drop_in_applies_at_once(short_tmp: Path,
         assert daemon.status()["daemon"]["held"] is None
     finally:
         daemon.stop()
+
+
+def test_an_adopted_master_still_tells_why_a_reload_failed(
+        short_tmp: Path, standin_factory: StandInFactory) -> None:
+    """HAProxy's output goes to a file in the state dir: a daemon that adopted the master
+    (after a crash) reads the alert of a refused reload as the one that started it would."""
+    config, daemon, _ = _serving_pair(short_tmp, standin_factory)
+    master = daemon.haproxy_pid
+    second = DaemonProcess(config)
+    try:
+        daemon.signal(signal.SIGKILL)
+        assert daemon.proc is not None
+        daemon.proc.wait(timeout=10)
+        second.start()
+        assert second.haproxy_pid == master  # adopted, not restarted
+        # `haproxy -c` passes; the reload fails raising the FD limit (test_daemon.py).
+        assert int(Path("/proc/sys/fs/nr_open").read_text()) < 6_000_000
+        config.write("50-maxconn.toml", "[haproxy]\nmaxconn = 3000000\n")
+        error = wait_until(lambda: second.status()["daemon"]["last_error"], 15.0,
+                           message="the failed reload is reported")
+        assert "reload failed" in error["message"] and "FD limit" in error["message"], error
+    finally:
+        second.stop()
+        if master is not None:
+            kill_tree(master)

@@ -18,6 +18,7 @@ import psutil
 
 from ..haproxy.master import read_pid
 from ..haproxy.paths import StatePaths
+from ..proc import alive
 
 LOCK_NAME = "daemon.lock"
 
@@ -25,7 +26,7 @@ LOCK_NAME = "daemon.lock"
 def state_paths(configured: Path, config_dir: Path) -> StatePaths:
     """`configured`, unless its daemon is not running and another holds ours."""
     paths = StatePaths(configured)
-    if _alive(read_pid(paths.daemon_pid)):
+    if alive(read_pid(paths.daemon_pid)):
         return paths
     held = running_state_dir(config_dir)
     return StatePaths(held) if held is not None else paths
@@ -62,12 +63,3 @@ def _config_dir_of(proc: psutil.Process, cmdline: list[str]) -> Path:
 
 def _resolved(path: Path, cwd: Path) -> Path:
     return (cwd / path).resolve() if not path.is_absolute() else path.resolve()
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False

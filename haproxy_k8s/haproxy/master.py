@@ -16,12 +16,14 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import psutil
 
+from .. import proc
 from ..errors import ProcessError, RuntimeApiError
 from ..fileio import write_atomic
 from .paths import StatePaths
@@ -39,25 +41,55 @@ class ReloadResult:
     seconds: float
 
 
-class _OutputPump(threading.Thread):
-    """Drains HAProxy's stdout/stderr into our log and a short history.
+class _OutputTail(threading.Thread):
+    """Follows HAProxy's output file into our log and a short history.
 
-    The pipe must be read continuously: a full pipe would block HAProxy.
+    HAProxy writes its stdout and stderr to `haproxy.out` in the state dir, not
+    to a pipe of ours: the file outlives the daemon, so a daemon that adopted
+    a running master (after a crash or a re-exec) still reads its alerts, the
+    ones that say why a reload failed. The thread ends once the master is gone
+    and the file read to its end, or when told to stop.
     """
 
-    def __init__(self, stream: object, history: collections.deque[tuple[float, str]]) -> None:
+    POLL = 0.05
+
+    def __init__(self, path: Path, offset: int, history: collections.deque[tuple[float, str]],
+                 running: Callable[[], bool]) -> None:
         super().__init__(name="haproxy-output", daemon=True)
-        self._stream = stream
-        self._history = history
+        self._path, self._offset, self._history = path, offset, history
+        self._running = running
+        self.stop = threading.Event()
 
     def run(self) -> None:
-        for raw in iter(self._stream.readline, b""):  # type: ignore[attr-defined]
-            line = raw.decode(errors="replace").rstrip()
-            if not line:
-                continue
-            self._history.append((time.monotonic(), line))
-            level = logging.WARNING if "[ALERT]" in line else logging.INFO
-            log.log(level, "haproxy: %s", line)
+        try:
+            stream = self._path.open("rb")
+        except OSError:
+            return
+        with stream:
+            stream.seek(self._offset)
+            while True:
+                raw = stream.readline()
+                if raw.endswith(b"\n"):
+                    self._note(raw)
+                elif self.stop.is_set() or not self._running():
+                    if raw:
+                        self._note(raw)
+                    return
+                else:
+                    stream.seek(-len(raw), 1)  # a line still being written: later
+                    self.stop.wait(self.POLL)
+
+    def _note(self, raw: bytes) -> None:
+        line = raw.decode(errors="replace").rstrip()
+        if not line:
+            return
+        self._history.append((time.monotonic(), line))
+        level = logging.WARNING if "[ALERT]" in line else logging.INFO
+        log.log(level, "haproxy: %s", line)
+
+
+# HAProxy's output file is cut back to nothing at a (re)start past this size.
+OUTPUT_MAX_BYTES = 4 << 20
 
 
 _ALERT_PREFIX = re.compile(r"^.*?\[ALERT\]\s*(?:\(\d+\)\s*)?:\s*")
@@ -89,7 +121,8 @@ class HaproxyMaster:
         self.pid: int | None = None
         self._popen: subprocess.Popen[bytes] | None = None
         self._history: collections.deque[tuple[float, str]] = collections.deque(maxlen=200)
-        self._pump: _OutputPump | None = None
+        self._pump: _OutputTail | None = None
+        self._output_size_before = 0
 
     # -- lifecycle ---------------------------------------------------------
     def command_line(self) -> list[str]:
@@ -104,19 +137,36 @@ class HaproxyMaster:
             # The second -f file (the stats userlist) must exist; empty means "none".
             write_atomic(self.paths.stats_auth, "", mode=0o600)
         started = time.monotonic()
+        output = self._open_output()
         try:
-            self._popen = subprocess.Popen(
-                self.command_line(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+            with output:
+                self._popen = subprocess.Popen(
+                    self.command_line(), stdin=subprocess.DEVNULL, stdout=output,
+                    stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         except OSError as e:
             raise ProcessError(f"cannot start {self.binary}: {e}") from e
         self.pid = self._popen.pid
-        self._pump = _OutputPump(self._popen.stdout, self._history)
-        self._pump.start()
+        self._follow(offset=self._output_size_before)
         table = self._wait_for_worker(started, timeout)
         log.info("haproxy master %d started, worker %s", self.pid,
                  ",".join(str(p) for p in sorted(table.worker_pids)))
         return table
+
+    def _open_output(self) -> BinaryIO:
+        """HAProxy's stdout/stderr: appended to the state dir's haproxy.out (0640)."""
+        path = self.paths.output
+        with contextlib.suppress(OSError):
+            if path.stat().st_size > OUTPUT_MAX_BYTES:
+                path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._output_size_before = os.fstat(fd).st_size
+        return os.fdopen(fd, "ab")
+
+    def _follow(self, offset: int) -> None:
+        if self._pump is not None:
+            self._pump.stop.set()
+        self._pump = _OutputTail(self.paths.output, offset, self._history, self.alive)
+        self._pump.start()
 
     def _wait_for_worker(self, started: float, timeout: float) -> ProcTable:
         deadline = started + timeout
@@ -146,17 +196,12 @@ class HaproxyMaster:
             return None
         self.pid, self._popen = pid, None
         log.info("adopted running haproxy master %d", pid)
+        with contextlib.suppress(OSError):  # its output from now on: a reload's alerts
+            self._follow(offset=self.paths.output.stat().st_size)
         return table
 
     def alive(self) -> bool:
-        if self.pid is None:
-            return False
-        if self._popen is not None:
-            return self._popen.poll() is None
-        try:
-            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return proc.alive(self.pid, self._popen)
 
     def exit_code(self) -> int | None:
         return self._popen.returncode if self._popen else None

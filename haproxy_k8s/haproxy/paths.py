@@ -48,6 +48,11 @@ class StatePaths:
         return self.root / "master.sock"
 
     @property
+    def output(self) -> Path:
+        """HAProxy's stdout and stderr (alerts, notices), for any daemon to read."""
+        return self.root / "haproxy.out"
+
+    @property
     def haproxy_pid(self) -> Path:
         return self.root / "haproxy.pid"
 

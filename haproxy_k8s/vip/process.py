@@ -16,6 +16,7 @@ import time
 
 import psutil
 
+from .. import proc
 from ..errors import ProcessError
 from ..haproxy.master import read_pid
 from .render import VipPaths
@@ -67,14 +68,7 @@ class KeepalivedProcess:
         return bool(cmdline) and "keepalived" in cmdline[0] and str(self.paths.config) in cmdline
 
     def alive(self) -> bool:
-        if self.pid is None:
-            return False
-        if self._popen is not None:
-            return self._popen.poll() is None
-        try:
-            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return proc.alive(self.pid, self._popen)
 
     def reload(self) -> None:
         """SIGHUP: keepalived re-reads its config, keeping its VRRP state."""
