@@ -27,9 +27,9 @@ from testkit.load import Load, RequestFailed
 pytestmark = [pytest.mark.usefixtures("haproxy_bin"), pytest.mark.slow]
 
 API_HOST = "127.0.8.19"  # in the session certificate; the nodes use 127.0.8.10-13
-# The issue asks for a minute of API outage; 20 s keeps the suite short and still makes
-# the source retry about five times on its doubling backoff (0.5 s up to its 10 s cap).
-OUTAGE = 20.0
+# A minute of API outage, as the issue asks: the source retries through it on its doubling
+# backoff (0.5 s up to its 10 s cap), about nine times.
+OUTAGE = 60.0
 
 
 @dataclass
@@ -103,7 +103,7 @@ def test_discovery_through_every_change_under_load(setup: Setup) -> None:
     assert nodes["m1"]["source"] == "static" and nodes[m2]["source"] == "kubernetes"
     assert s.discovery()["state"] == "connected"
     reloads = s.reloads()
-    with Load(lambda: get_version(s.port), threads=4, max_seconds=120) as load:
+    with Load(lambda: get_version(s.port), threads=4, max_seconds=240) as load:
         assert load.wait_requests(20)
         # join: a fourth apiserver becomes serving
         s.api.set(s.nodes[3].host)
