@@ -7,6 +7,7 @@ fast as the system allows and fail with a message that says what did not happen.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -151,11 +152,17 @@ def require_tool(name: str, hint: str, sbin: str = SYSTEM_PATH) -> str:
 
 
 def version_over_tls(port: int) -> Callable[[], str]:
-    """One client request for the load: a fresh TLS connection, GET /version, expect 200."""
+    """One client request for the load: a fresh TLS connection, GET /version, expect 200.
+
+    Returns the stand-in's name (its /version says which node answered).
+    """
     def get() -> str:
-        status, _ = https_get("127.0.8.1", port, "/version", timeout=5.0)
+        status, body = https_get("127.0.8.1", port, "/version", timeout=5.0)
         if status != 200:
             raise RequestFailed(f"HTTP {status}")
-        return ""
+        try:
+            return str(json.loads(body).get("node", ""))
+        except ValueError:
+            return ""
 
     return get

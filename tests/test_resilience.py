@@ -239,6 +239,7 @@ def test_a_deleted_state_dir_is_rebuilt_under_the_same_master(
         assert cli("maint", "cluster-0/m2", "--config-dir", str(config.root)).returncode == 0
         with Load(version_over_tls(port)) as load:
             load.wait_requests(20)
+            assert load.result.by_node["m2"] == 0
             shutil.rmtree(config.state_dir)
             def status_works() -> bool:
                 done = cli("status", "--config-dir", str(config.root))
@@ -253,6 +254,8 @@ def test_a_deleted_state_dir_is_rebuilt_under_the_same_master(
             load.wait_requests(load.result.ok + 50, timeout=10.0)
         result = load.stop()
         assert result.failures == [], result.failures[:5]
+        # Not one client on the node in maint, not even while the new worker started.
+        assert result.by_node["m2"] == 0 and result.by_node["m1"] > 0, result.by_node
         assert daemon.haproxy_pid == master and _masters(config.state_dir) == [master]
         assert _state(config, "m2") == "MAINT"  # the operator's maint survived
         assert (config.state_dir / "control.sock").exists()

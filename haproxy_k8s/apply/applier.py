@@ -295,7 +295,7 @@ class Applier:
             for target, state in self._operator_cache.items():
                 opstate.set_state(self.paths.operator_state, target, state)
         text = recovery_text(render_mod.render(config, self.paths, promex=self.promex),
-                             self.paths)
+                             self.paths, self._operator_cache)
         validate_candidate(text, render_auth(config), self.paths, self.binary,
                            map_files(config, self.paths))
         self._publish()

@@ -30,6 +30,11 @@ def failopen_backend_name(cluster: str) -> str:
     return FAILOPEN_PREFIX + cluster
 
 
+def cluster_of_failopen(backend: str) -> str | None:
+    """The cluster a fail-open twin backend (`fo_NAME`) belongs to; None otherwise."""
+    return backend[len(FAILOPEN_PREFIX):] if backend.startswith(FAILOPEN_PREFIX) else None
+
+
 def cluster_of_backend(backend: str) -> str | None:
     """The cluster a backend belongs to; None for backends that are not ours."""
     return backend[len(BACKEND_PREFIX):] if backend.startswith(BACKEND_PREFIX) else None

@@ -17,11 +17,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import time
+from collections.abc import Mapping
 
 import psutil
 
+from ..config.model import AdminState, cluster_of_backend, cluster_of_failopen
 from ..errors import ProcessError
 from .master import HaproxyMaster
 from .paths import StatePaths
@@ -54,10 +57,36 @@ def find_orphan(paths: StatePaths) -> int | None:
     return None
 
 
-def recovery_text(text: str, paths: StatePaths) -> str:
-    """`text` with the admin socket spelled so that a reload binds it afresh."""
+def recovery_text(text: str, paths: StatePaths,
+                  states: Mapping[str, AdminState] | None = None) -> str:
+    """`text` with the admin socket spelled so that a reload binds it afresh.
+
+    The reload starts a worker without saved server state (the state file went
+    with the directory): servers the operator put in maint start `disabled`, and
+    drained ones at weight 0, so neither takes a client before the daemon puts
+    their states back.
+    """
     fresh = f"stats socket {paths.root}/./{paths.admin_socket.name} "
-    return text.replace(f"stats socket {paths.admin_socket} ", fresh, 1)
+    text = text.replace(f"stats socket {paths.admin_socket} ", fresh, 1)
+    if not states:
+        return text
+    lines, cluster = [], None
+    for line in text.splitlines(keepends=True):
+        words = line.split()
+        if words[:1] == ["backend"] and len(words) > 1:
+            cluster = cluster_of_backend(words[1]) or cluster_of_failopen(words[1])
+        elif words[:1] == ["server"] and cluster is not None:
+            line = _held(line, states.get(f"{cluster}/{words[1]}"))
+        lines.append(line)
+    return "".join(lines)
+
+
+def _held(line: str, state: AdminState | None) -> str:
+    if state is AdminState.MAINT:
+        return line.rstrip("\n") + " disabled\n"
+    if state is AdminState.DRAIN:
+        return re.sub(r" weight \d+", " weight 0", line, count=1)
+    return line
 
 
 def take_over(master: HaproxyMaster, pid: int, timeout: float = TAKE_OVER_TIMEOUT) -> ProcTable:
