@@ -43,4 +43,7 @@ def answer(daemon: Daemon, request: Request) -> None:
         return
     daemon.eventlog.record("operator", target, f"{request.op} by {request.peer or 'unknown'}")
     daemon.state.runtime_changes += 1
+    if daemon.health is not None:
+        # Read HAProxy back now: a `status` or `describe` right after the verb shows it.
+        daemon.health.poll()
     request.answer({"ok": True, "target": target, "state": request.op})

@@ -59,6 +59,7 @@ class _OutputTail(threading.Thread):
         self._path, self._offset, self._history = path, offset, history
         self._running = running
         self.stop = threading.Event()
+        self.position = offset  # how far the file has been read
 
     def run(self) -> None:
         try:
@@ -71,6 +72,7 @@ class _OutputTail(threading.Thread):
                 raw = stream.readline()
                 if raw.endswith(b"\n"):
                     self._note(raw)
+                    self.position = stream.tell()
                 elif self.stop.is_set() or not self._running():
                     if raw:
                         self._note(raw)
@@ -78,6 +80,17 @@ class _OutputTail(threading.Thread):
                 else:
                     stream.seek(-len(raw), 1)  # a line still being written: later
                     self.stop.wait(self.POLL)
+
+    def catch_up(self, timeout: float = 1.0) -> None:
+        """Wait until every line written so far has been read (a reload just failed:
+        its alerts are in the file, maybe not yet in the history)."""
+        try:
+            size = self._path.stat().st_size
+        except OSError:
+            return
+        deadline = time.monotonic() + timeout
+        while self.position < size and self.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _note(self, raw: bytes) -> None:
         line = raw.decode(errors="replace").rstrip()
@@ -251,6 +264,8 @@ class HaproxyMaster:
             return None
 
     def alerts_since(self, since: float) -> list[str]:
+        if self._pump is not None:
+            self._pump.catch_up()
         return alert_messages(line for at, line in list(self._history) if at >= since)
 
     def reload(self, timeout: float = 30.0) -> ReloadResult:
@@ -270,8 +285,8 @@ class HaproxyMaster:
             reply = ""
         table = self._await_reload(before, reply, started + timeout)
         ok = table is not None and reload_verdict(before, table, reply) is True
-        alerts = self.alerts_since(started)
-        return ReloadResult(ok, table, alerts if not ok else [], time.monotonic() - started)
+        alerts = [] if ok else self.alerts_since(started)  # (reading them may wait a moment)
+        return ReloadResult(ok, table, alerts, time.monotonic() - started)
 
     def _await_reload(self, before: ProcTable, reply: str,
                       deadline: float) -> ProcTable | None:
