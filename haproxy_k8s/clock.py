@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
+
+
+def utc_at(unix: float) -> str:
+    """`2026-11-28T05:21:40.12Z` for a Unix time."""
+    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    return utc_at(time.time())
 
 
 def parse_utc(text: str | None) -> float | None:

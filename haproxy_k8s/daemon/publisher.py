@@ -8,13 +8,13 @@ that same document.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from ..clock import utc_at, utc_now
 from ..config.model import Config
 from ..fileio import write_atomic
 from .access import access_for
@@ -79,7 +79,7 @@ class StatusPublisher:
         status.state_dir_error = self._error or (
             str(d.state.last_error.get("message")) if d.retry_at is not None and
             d.state.last_error else None)
-        status.retry_at = _utc(time.time() + d.retry_at - time.monotonic()) \
+        status.retry_at = utc_at(time.time() + d.retry_at - time.monotonic()) \
             if d.retry_at is not None else None
         return status
 
@@ -107,7 +107,7 @@ class StatusPublisher:
         text = doc.dumps()  # without written_at: an unchanged document is not rewritten
         if text == self._last_text and self._error is None:
             return
-        doc.daemon.written_at = _utc(time.time())
+        doc.daemon.written_at = utc_now()
         try:
             write_atomic(self.paths.status, doc.dumps(), mode=0o640, durable=False)
         except OSError as e:
@@ -161,9 +161,5 @@ def held_view(hold: HoldDown) -> dict[str, Any] | None:
     if left is None:
         return None
     apply_at = time.time() + max(0.0, left)
-    return {"since": _utc(apply_at - hold.seconds), "apply_at": _utc(apply_at),
+    return {"since": utc_at(apply_at - hold.seconds), "apply_at": utc_at(apply_at),
             "reasons": list(hold.reasons)}
-
-
-def _utc(unix: float) -> str:
-    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
