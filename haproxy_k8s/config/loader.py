@@ -99,18 +99,23 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False  # let the read report it
 
 
-def load_raw(config_dir: Path) -> tuple[RawConfig, ProvenanceMap]:
+def load_raw(config_dir: Path, with_content: set[str] | None = None
+             ) -> tuple[RawConfig, ProvenanceMap]:
     """The merged raw config and, for each key path, the file that last set it.
 
     Tables get provenance too (the last file that set anything in them), so an
     error about a table, or a key missing from it, can still name a file.
+    `with_content`, when given, receives the files that are not empty.
     """
     config_dir = Path(config_dir)
     merged: RawConfig = {}
     provenance: ProvenanceMap = {}
     for path in config_files(config_dir):
         rel = path.relative_to(config_dir).as_posix()
-        _merge(merged, _parse(_read(path, rel), path.suffix, rel), (), rel, provenance)
+        text = _read(path, rel)
+        if with_content is not None and text:
+            with_content.add(rel)
+        _merge(merged, _parse(text, path.suffix, rel), (), rel, provenance)
     return merged, provenance
 
 

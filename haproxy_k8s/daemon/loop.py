@@ -229,7 +229,7 @@ class Daemon:
         except ConfigError as e:
             outcome = ApplyOutcome(ApplyAction.ERROR, e, reason="the config is invalid")
         if outcome.ok:
-            self._with_content = self.files.files_with_content()
+            self._with_content = self.files.nonempty
         self._schedule_retry(outcome)
         if outcome.error is not None:  # name the drop-in where HAProxy names a server
             outcome.error = self.files.locate(outcome.error)

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config.loader import ProvenanceMap, config_files, load_raw, unread_dropins
+from ..config.loader import ProvenanceMap, load_raw, unread_dropins
 from ..config.model import Config
 from ..config.references import check_referenced_files
 from ..config.schema import build_config, dotted_key
@@ -40,38 +40,23 @@ class FileSource:
         self.nonempty: frozenset[str] = frozenset()
 
     def load(self) -> Config:
-        raw, provenance = load_raw(self.config_dir)
+        with_content: set[str] = set()
+        raw, provenance = load_raw(self.config_dir, with_content)
         config = build_config(raw, provenance)
         self._values = dict(_string_values(raw))
         check_referenced_files(config, provenance)
         self.provenance = provenance
+        self.nonempty = frozenset(with_content)  # seen while loading: no second read
         self._warn_unread()
         return config
 
     def emptied(self, had_content: frozenset[str]) -> set[str]:
-        """Of the files that had content, those that are still there but empty now.
+        """Of the files that had content, those still there but without any now (last load).
 
         A deleted drop-in is not one of them: deleting a file is a finished change.
         """
-        found = set()
-        for name in had_content:
-            try:
-                if (self.config_dir / name).stat().st_size == 0:
-                    found.add(name)
-            except OSError:
-                continue
-        return found
-
-    def files_with_content(self) -> frozenset[str]:
-        """The config files (relative names) that are not empty right now."""
-        found = set()
-        for path in config_files(self.config_dir):
-            try:
-                if path.stat().st_size > 0:
-                    found.add(path.relative_to(self.config_dir).as_posix())
-            except OSError:
-                continue
-        return frozenset(found)
+        return {name for name in had_content - self.nonempty
+                if (self.config_dir / name).exists()}
 
     def _warn_unread(self) -> None:
         # Once per different set: every apply reloads the directory.
