@@ -12,6 +12,7 @@ from ..config.loader import ProvenanceMap, load_raw, unread_dropins
 from ..config.model import Config
 from ..config.references import check_referenced_files
 from ..config.schema import build_config, dotted_key
+from ..config.values import file_for
 from ..errors import ConfigError, HaproxyK8sError
 from .base import Post
 from .watcher import DirWatcher
@@ -76,7 +77,7 @@ class FileSource:
         if error.file:
             return error
         if isinstance(error, ConfigError) and error.key:
-            file = self._file_of(tuple(error.key.split(".")))
+            file = file_for(tuple(error.key.split(".")), self.provenance)
             return ConfigError(error.message, file=file, key=error.key) if file else error
         text = str(error)
         # A value the operator wrote, quoted back by HAProxy (a file name, a path):
@@ -84,22 +85,14 @@ class FileSource:
         quoted = [value for value in self._values if len(value) >= 4 and value in text]
         if quoted:
             key = self._values[max(quoted, key=len)]
-            error.file = self._file_of(key)
+            error.file = file_for(key, self.provenance)
             return error
         found = _SERVER_REF.search(text)
         if found:
             cluster, node = found.groups()
             key = ("clusters", cluster, "nodes", node) if node else ("clusters", cluster)
-            error.file = self._file_of(key)
+            error.file = file_for(key, self.provenance)
         return error
-
-    def _file_of(self, key: tuple[str, ...]) -> str | None:
-        """The file that set `key`, or the nearest table above it that a file set."""
-        while key:
-            if key in self.provenance:
-                return self.provenance[key]
-            key = key[:-1]
-        return None
 
     def source(self, cluster: str, node: str) -> str:
         """The files that set the node (`conf.d/10-c.toml`), or `discovery` when none does."""
