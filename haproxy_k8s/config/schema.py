@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from ..errors import ConfigError
 from ..vip.model import VipSettings
+from .memo import CLUSTERS
 from .model import (
     Balance,
     Bind,
@@ -304,7 +305,9 @@ def _watch(section: _Section) -> WatchSettings:
 
 
 def _clusters(section: _Section, defaults: ClusterSettings) -> tuple[Cluster, ...]:
-    clusters = tuple(_cluster(table, defaults) for table in _named_tables(section, "cluster"))
+    tables = _named_tables(section, "cluster")
+    clusters = CLUSTERS.build_all([(t.name, t.data) for t in tables], defaults,
+                                  lambda i: _cluster(tables[i], defaults))
     if not clusters:
         raise ConfigError(
             "no clusters configured (add a [clusters.NAME] table with nodes in a drop-in)",
