@@ -25,8 +25,9 @@ from ..haproxy.runtime import RuntimeClient
 from ..haproxy.secrets import AuthFile, metrics_password, render_auth
 from . import operator as opstate
 from .candidate import validate_candidate
+from .deferred import PendingPublish
 from .membership import RuntimeOps
-from .plan import NodeChange, PlanKind, make_plan
+from .plan import NodeChange, Plan, PlanKind, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class Applier:
         self.master = HaproxyMaster(self.binary, self.paths)
         self.admin = RuntimeClient(self.paths.admin_socket)
         self.ops = RuntimeOps(self.admin)
+        self.pending = PendingPublish()  # a runtime change's file, not yet validated
 
     # -- public ------------------------------------------------------------
     def apply(self, config: Config) -> ApplyOutcome:
@@ -97,11 +99,16 @@ class Applier:
     def _apply(self, config: Config) -> ApplyOutcome:
         self.attempted = config
         self._check_fixed_settings(config)
-        text = render_mod.render(config, self.paths, promex=self.promex)
         # Reads stats.password_file every time: a bad one is refused, a new one reloads.
         auth = render_auth(config)
         self.metrics_password = metrics_password(config)
         auth_changed = self.auth.differs(auth)
+        fast = self._runtime_first(config, auth_changed)
+        if isinstance(fast, ApplyOutcome):
+            return fast
+        # Everything else starts from a published file equal to what HAProxy runs.
+        self.finish_pending()
+        text = render_mod.render(config, self.paths, promex=self.promex)
         if self.master.alive() and not auth_changed and self._published_text() == text:
             self.applied = config
             return ApplyOutcome(ApplyAction.NOOP, reason="no change")
@@ -110,7 +117,7 @@ class Applier:
         check_new_binds(config, running_binds(self.paths))
         if not self.master.alive():
             return self._start(config)
-        plan = make_plan(self.applied, config)
+        plan = fast or make_plan(self.applied, config)
         if plan.kind is PlanKind.RUNTIME and not auth_changed:
             try:
                 return self._apply_runtime(config, plan.changes)
@@ -122,21 +129,64 @@ class Applier:
         outcome.reason = f"{why}; {outcome.reason}" if outcome.reason else why
         return outcome
 
-    def _apply_runtime(self, config: Config, changes: tuple[NodeChange, ...]) -> ApplyOutcome:
+    def _runtime_first(self, config: Config, auth_changed: bool) -> ApplyOutcome | Plan | None:
+        """Node changes go to HAProxy before the file is rendered and validated.
+
+        HAProxy checks an `add server` line itself, so `haproxy -c` of the
+        whole file need not delay the change: the file becomes a pending
+        publication (`deferred.py`), validated before it is published and
+        before anything else happens. Returns the outcome, or the plan (a
+        failed runtime change falls back to a reload), or None.
+        """
+        if auth_changed or self.applied is None or not self.master.alive():
+            return None
+        plan = make_plan(self.applied, config)
+        if plan.kind is not PlanKind.RUNTIME:
+            return None
+        try:
+            return self._apply_runtime(config, plan.changes, defer=True)
+        except RuntimeApiError as e:
+            log.warning("runtime change failed, reloading instead: %s", e)
+            return dataclasses.replace(plan, kind=PlanKind.RELOAD,
+                                       reason=f"runtime change failed: {e}")
+
+    def _apply_runtime(self, config: Config, changes: tuple[NodeChange, ...],
+                       *, defer: bool = False) -> ApplyOutcome:
         """Node changes through the admin socket, read back and compared.
 
-        The validated file is still published, so the next reload agrees
-        with what HAProxy runs now.
+        The file is still published, so the next reload agrees with what
+        HAProxy runs now: at once when it was validated already, else as a
+        pending publication (`defer`).
         """
         self.ops.apply(changes, opstate.load(self.paths.operator_state))
-        problems = self.ops.mismatches(config)
+        backends = {c.cluster.backend for c in changes}
+        problems = self.ops.mismatches(config, backends)
         if problems:
             raise RuntimeApiError("state read back differs: " + "; ".join(problems))
-        self._publish()
-        self._keep_good()
+        if defer:
+            self.pending.defer(config)
+        else:
+            self._publish()
+            self._keep_good()
         self.applied = config
         return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(changes),
                             reason="runtime: " + ", ".join(c.describe() for c in changes))
+
+    def finish_pending(self) -> HaproxyK8sError | None:
+        """Validate and publish the file of runtime changes made before it was validated.
+
+        Called by the daemon once the change is live, and first thing before
+        any other apply, restart or stop: haproxy.cfg is only ever replaced
+        by a file that passed `haproxy -c`. The error (the running servers
+        stay as they are; the file keeps the last good text) is returned.
+        """
+        return self.pending.finish(self._validate_and_publish)
+
+    def _validate_and_publish(self, config: Config) -> None:
+        text = render_mod.render(config, self.paths, promex=self.promex)
+        validate_candidate(text, render_auth(config), self.paths, self.binary)
+        self._publish()
+        self._keep_good()
 
     def _check_fixed_settings(self, config: Config) -> None:
         # The state dir and binary belong to the running master: changing them
