@@ -39,7 +39,7 @@ from ..errors import HaproxyK8sError, RuntimeApiError
 from ..haproxy.master import read_pid
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import ServerKey
-from ..haproxy.runtime import MasterClient
+from ..haproxy.runtime import SERVER_COLUMNS, MasterClient
 from ..vip.view import vip_lines
 
 SOCKET_TIMEOUT = 2.0
@@ -118,7 +118,7 @@ def _haproxy(paths: StatePaths, saved: StatusDocument | None,
 
 def _stats(paths: StatePaths, unreachable: list[str]) -> dict[ServerKey, StatRow] | None:
     try:
-        return read_stats(paths.admin_socket, SOCKET_TIMEOUT)
+        return read_stats(paths.admin_socket, SOCKET_TIMEOUT, columns=SERVER_COLUMNS)
     except RuntimeApiError as e:
         unreachable.append(f"admin socket: {e}")
         return None

@@ -50,6 +50,7 @@ MAX_BACKOFF = 30.0
 class Event:
     # changed (a write may be in progress) | written (a file is whole again) |
     # apply | stop | health (a node changed state) | control (a CLI request) |
+    # publish (validate and publish a runtime change's file) |
     # reexec (replace our code, keep HAProxy)
     kind: str
     detail: str = ""
@@ -113,6 +114,7 @@ class Daemon:
         # A transition wakes the main loop, so status.json follows it at once.
         self.health = HealthPoller(self.applier.paths.admin_socket,
                                    on_change=lambda: self.post("health"))
+        self.health.listen(self.applier.paths.log_socket)  # before HAProxy can log
         self.publisher = StatusPublisher(self)
         self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
         self.publisher.metrics.registry.register(VipCollector(self.vip))
@@ -194,6 +196,11 @@ class Daemon:
         except ConfigError as e:
             outcome = ApplyOutcome(ApplyAction.ERROR, e, reason="the config is invalid")
         self._record(outcome, reason)
+        if outcome.action != "noop" and self.health is not None:
+            self.health.request_full()  # servers came, went or moved
+        if self.applier.pending.waiting:
+            # The change is live; its file is validated once status says so.
+            self.post("publish")
         self._refresh_config_settings()
         if self.vip is not None:
             self.vip.configure(self.applier.applied)
@@ -237,6 +244,13 @@ class Daemon:
         if self._ready and applied is not None:
             self.publisher.serve_metrics(applied)
 
+    def _finish_pending(self) -> None:
+        """Validate and publish a runtime change's file (apply/deferred.py)."""
+        assert self.applier is not None
+        error = self.applier.finish_pending()
+        if error is not None:
+            self.state.record_error(error.record())
+
     def _error_text(self) -> str:
         return str((self.state.last_error or {}).get("message", ""))
 
@@ -258,6 +272,8 @@ class Daemon:
         finally:
             self._stop_sources()
             self._stop_observers()
+            if started:
+                self._finish_pending()  # a re-exec or the next start reads the file
             if self._reexec and started:
                 # The lock and sockets close on exec (CLOEXEC): the new code takes them.
                 self.notifier.reloading()
@@ -318,6 +334,9 @@ class Daemon:
         now = time.monotonic()
         if event is not None and event.kind in ("changed", "written"):
             self.debounce.touch(now, event.detail, complete=event.kind == "written")
+        elif event is not None and event.kind == "publish":
+            self._finish_pending()
+            return
         elif event is not None and event.kind == "apply":
             self.apply(event.detail or "request")
             return
@@ -345,6 +364,8 @@ class Daemon:
             request.answer({"ok": False, "error": {"message": str(e)}})
             return
         log.info("operator: %s is now %s", target, request.op)
+        if self.health is not None:
+            self.health.request_full()
         self.state.runtime_changes += 1
         request.answer({"ok": True, "target": target, "state": request.op})
 
@@ -382,6 +403,7 @@ class Daemon:
 
     def _restart_master(self) -> None:
         assert self.applier is not None
+        self._finish_pending()  # the master reads the file: it must be the checked one
         try:
             self.applier.master.start()
             self.applier.reapply_admin_states()
