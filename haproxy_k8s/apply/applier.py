@@ -183,10 +183,13 @@ class Applier:
         return self.pending.finish(self._validate_and_publish)
 
     def _validate_and_publish(self, config: Config) -> None:
-        text = render_mod.render(config, self.paths, promex=self.promex)
-        validate_candidate(text, render_auth(config), self.paths, self.binary)
-        self._publish()
-        self._keep_good()
+        try:
+            text = render_mod.render(config, self.paths, promex=self.promex)
+            validate_candidate(text, render_auth(config), self.paths, self.binary)
+            self._publish()
+            self._keep_good()
+        except OSError as e:
+            raise HaproxyK8sError(f"cannot write in {self.paths.root}: {e}") from e
 
     def _check_fixed_settings(self, config: Config) -> None:
         # The state dir and binary belong to the running master: changing them

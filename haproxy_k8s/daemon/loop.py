@@ -250,6 +250,8 @@ class Daemon:
         error = self.applier.finish_pending()
         if error is not None:
             self.state.record_error(error.record())
+            if self._ready and self.publisher is not None:
+                self.publisher.write()  # status shows the error at once
 
     def _error_text(self) -> str:
         return str((self.state.last_error or {}).get("message", ""))
