@@ -9,7 +9,8 @@ from typing import Any
 
 from .scenarios import Result, Row
 
-HEADER = ("scenario", "metric", "unit", "ours", "baseline", "ours/baseline", "target", "met")
+HEADER = ("scenario", "metric", "unit", "ours", "baseline", "ours/baseline", "previous",
+          "ours/previous", "target", "met")
 
 
 def fmt(value: Any) -> str:
@@ -40,9 +41,10 @@ def verdict(row: Row) -> str:
 
 
 def cells(row: Row) -> tuple[str, ...]:
-    ratio = row.ratio
+    ratio, previous = row.ratio, row.ratio_previous
     return (row.scenario, row.metric, row.unit, fmt(row.ours), fmt(row.baseline),
-            "-" if ratio is None else f"{ratio:.2f}x", row.target, verdict(row))
+            "-" if ratio is None else f"{ratio:.2f}x", fmt(row.previous),
+            "-" if previous is None else f"{previous:.2f}x", row.target, verdict(row))
 
 
 def text_table(results: list[Result]) -> str:
