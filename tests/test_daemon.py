@@ -214,3 +214,22 @@ def test_ipv6_bind_and_node(short_tmp: Path, standin_factory: StandInFactory) ->
         assert daemon.status()["clusters"][0]["bind"] == [f"[::1]:{port}"]
     finally:
         daemon.stop()
+
+
+def test_status_of_one_cluster(setup: tuple[ConfigDir, DaemonProcess, int],
+                               standin_factory: StandInFactory) -> None:
+    config, daemon, _ = setup
+    other = standin_factory("o1", tls=False)
+    generation = daemon.generation()
+    config.cluster("cluster-1", free_port(BALANCER), {"o1": (other.host, other.port)})
+    wait_until(lambda: daemon.generation() > generation, timeout=10.0,
+               message="cluster-1 applied")
+    result = cli("status", "cluster-1", "--json", "--config-dir", str(config.root))
+    doc = json.loads(result.stdout)
+    assert [c["name"] for c in doc["clusters"]] == ["cluster-1"]
+    assert [n["name"] for n in doc["clusters"][0]["nodes"]] == ["o1"]
+    table = cli("status", "cluster-0", "--config-dir", str(config.root)).stdout
+    rows = [line.split()[0] for line in table.splitlines() if line.startswith("cluster-")]
+    assert rows == ["cluster-0"], table
+    missing = cli("status", "nope", "--config-dir", str(config.root))
+    assert missing.returncode == 3 and "no cluster named 'nope'" in missing.stderr

@@ -115,9 +115,13 @@ def _state_paths(args: argparse.Namespace) -> StatePaths:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from ..errors import HaproxyK8sError
     from .status import collect, format_table
 
-    doc, code = collect(_state_paths(args), _config_dir(args))
+    try:
+        doc, code = collect(_state_paths(args), _config_dir(args), args.cluster)
+    except HaproxyK8sError as e:
+        return _fail(str(e), 3)
     sys.stdout.write(doc.dumps() if args.json else format_table(doc))
     return code
 
@@ -209,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("firewall", parents=[common], help="print an nftables ruleset for the "
                    "configured ports").set_defaults(func=cmd_firewall)
     status = sub.add_parser("status", parents=[common], help="backend health")
+    status.add_argument("cluster", nargs="?", help="only this cluster")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--state-dir", help="override haproxy.state_dir")
     status.set_defaults(func=cmd_status)

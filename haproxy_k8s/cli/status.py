@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 
 from ..config.loader import load_config
-from ..config.model import cluster_of_backend
+from ..config.model import backend_name, cluster_of_backend
 from ..daemon.health import read_stats
 from ..daemon.states import StatRow, StatRows
 from ..daemon.status import (
@@ -45,14 +45,24 @@ from ..vip.view import vip_lines
 SOCKET_TIMEOUT = 2.0
 
 
-def collect(paths: StatePaths, config_dir: Path) -> tuple[StatusDocument, int]:
-    """The status document (DESIGN.md §1, plus `unreachable`) and its exit code."""
+def collect(paths: StatePaths, config_dir: Path,
+            cluster: str | None = None) -> tuple[StatusDocument, int]:
+    """The status document (DESIGN.md §1, plus `unreachable`) and its exit code.
+
+    `cluster`: only that cluster (its backend alone is read from HAProxy);
+    raises HaproxyK8sError when there is no such cluster.
+    """
     saved = read_saved(paths)
     unreachable: list[str] = []
     daemon = _daemon(paths, saved, unreachable)
     haproxy = _haproxy(paths, saved, unreachable)
-    rows = _stats(paths, unreachable)
-    doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable)
+    rows = _stats(paths, unreachable, None if cluster is None else backend_name(cluster))
+    shape = _shape(saved, config_dir, rows)
+    if cluster is not None:
+        shape = [c for c in shape if c.name == cluster]
+        if not shape:
+            raise HaproxyK8sError(f"no cluster named {cluster!r}")
+    doc = build(daemon, haproxy, shape, rows, unreachable)
     if saved is not None:
         # [vip] role and config hashes: as the daemon last wrote them (it rewrites
         # status.json on every VRRP transition).
@@ -116,9 +126,10 @@ def _haproxy(paths: StatePaths, saved: StatusDocument | None,
     return haproxy
 
 
-def _stats(paths: StatePaths, unreachable: list[str]) -> dict[ServerKey, StatRow] | None:
+def _stats(paths: StatePaths, unreachable: list[str],
+           backend: str | None = None) -> dict[ServerKey, StatRow] | None:
     try:
-        return read_stats(paths.admin_socket, SOCKET_TIMEOUT, columns=SERVER_COLUMNS)
+        return read_stats(paths.admin_socket, SOCKET_TIMEOUT, backend, SERVER_COLUMNS)
     except RuntimeApiError as e:
         unreachable.append(f"admin socket: {e}")
         return None
