@@ -754,9 +754,113 @@ def idle(ctx: Context) -> Result:
     return res
 
 
+# -- 7. memory over a soak of edits ----------------------------------------------------------
+def soak(ctx: Context) -> Result:
+    res = Result("soak")
+    clusters, seconds = ctx.n(1000, 100), ctx.n(600, 20)
+    res.settings = (f"{clusters} clusters x 3 nodes as in scale; for {seconds} s a drop-in "
+                    "adds a 4th node to the next cluster and the following edit removes it "
+                    "again (runtime changes, each waited for), every 20th edit toggles a "
+                    "default timeout instead (a reload); daemon RSS sampled every 10 s; "
+                    "slope = least-squares fit, MiB per 10 minutes.")
+    with ctx.system(Ours, "soak", SCALE_DEFAULTS,
+                    files=scale_files(clusters, "127.0.9.4"), start=False) as system:
+        system.start(timeout=300)
+        samples: list[tuple[float, float]] = []
+        t0 = time.monotonic()
+        edits = 0
+        while time.monotonic() - t0 < seconds:
+            token = system.token()
+            if edits % 20 == 19:
+                system.write("90-toggle.toml", f"[defaults]\nconnect_timeout = "
+                             f"\"{11 + edits // 20 % 2}s\"\n")
+            elif edits % 2 == 0:
+                system.write("91-add.toml", f"[clusters.c{edits // 2 % clusters:04d}.nodes.n4]"
+                             "\naddress = \"127.0.10.4\"\nport = 9\n")
+            else:
+                system.remove("91-add.toml")
+            system.wait_applied(token, 60)
+            edits += 1
+            now = time.monotonic()
+            if not samples or now - t0 >= samples[-1][0] + 10:
+                samples.append((now - t0, rss_mib(system.pid)))
+        samples.append((time.monotonic() - t0, rss_mib(system.pid)))
+    slope = _slope(samples) * 600
+    late = _slope([s for s in samples if s[0] >= seconds / 2]) * 600
+    res.raw["ours"] = {"samples": samples, "edits": edits, "slope_mib_per_10min": slope,
+                       "slope_second_half": late}
+    ctx.say(f"  soak: {edits} edits, RSS {samples[0][1]:.0f} → {samples[-1][1]:.0f} MiB, "
+            f"slope {slope:.2f} MiB/10 min")
+    res.row("edits applied", edits)
+    res.row("daemon RSS at the first sample", samples[0][1], unit="MiB")
+    res.row("daemon RSS at the end", samples[-1][1], unit="MiB", target="≤ 60",
+            met=_le(samples[-1][1], 60))
+    res.row("RSS slope, whole soak", slope, unit="MiB / 10 min")
+    res.row("RSS slope, second half", late, unit="MiB / 10 min")
+    return res
+
+
+# -- 8. ten thousand clusters ------------------------------------------------------------------
+def huge(ctx: Context) -> Result:
+    """10,000 clusters x 3 (quick: 2,000): does it start, apply an edit, report status?"""
+    res = Result("huge")
+    clusters = ctx.n(10000, 2000)
+    res.settings = (f"{clusters} clusters x 3 nodes as in scale (binds 127.0.9.5, ports "
+                    "20000+), ours only: first start until the last bind serves, a node add "
+                    "(edit → applied), a structural reload, `status --json` and `status "
+                    "CLUSTER`, RSS of the daemon and HAProxy; limits as the bench inherits.")
+    host = "127.0.9.5"
+    with ctx.system(Ours, "huge", SCALE_DEFAULTS, files=scale_files(clusters, host),
+                    start=False) as system:
+        raw: dict[str, Any] = {}
+        started = time.monotonic()
+        system.start(timeout=900)
+        last = 20000 + clusters - 1
+        wait_for(lambda: tcp_accepts(host, last), 300, 0.05, "last bind")
+        raw["start_s"] = time.monotonic() - started
+        token = system.token()
+        t0 = system.write_timed("91-add.toml", "[clusters.c0000.nodes.n4]\naddress = "
+                                "\"127.0.10.4\"\nport = 9\n")
+        raw["node_add_s"] = system.wait_applied(token, 300) - t0
+        raw["add_action"] = str(_last_apply(system).get("action"))
+        token = system.token()
+        t0 = system.write_timed("90-toggle.toml", "[defaults]\nconnect_timeout = \"12s\"\n")
+        raw["reload_s"] = system.wait_applied(token, 900) - t0
+        raw["reload_action"] = str(_last_apply(system).get("action"))
+        assert isinstance(system, Ours)
+        raw["status_cli_s"] = system.status_cli_seconds()
+        raw["status_one_s"] = system.status_cli_seconds("c0000", as_json=False)
+        raw.update(_idle_cpu(system, ctx.n(30, 5)))
+        res.raw["ours"] = raw
+    ctx.say(f"  huge: start {raw['start_s']:.1f}s add {raw['node_add_s'] * 1000:.0f} ms "
+            f"reload {raw['reload_s']:.1f}s status {raw['status_cli_s']:.2f}s")
+    res.row("first start (spawn → last bind serving)", raw["start_s"], unit="s")
+    res.row(f"node add (edit → applied; {raw['add_action']})", _ms(raw["node_add_s"]),
+            unit="ms")
+    res.row(f"structural reload (edit → new worker; {raw['reload_action']})",
+            _ms(raw["reload_s"]), unit="ms")
+    res.row("`status --json` (CLI wall time)", _ms(raw["status_cli_s"]), unit="ms")
+    res.row("`status c0000` (CLI wall time)", _ms(raw["status_one_s"]), unit="ms")
+    res.row("daemon RSS", raw["rss_mib"], unit="MiB")
+    res.row("daemon CPU idle", raw["cpu_pct"], unit="% of a core")
+    res.row("HAProxy CPU idle (health checks)", raw["haproxy_cpu_pct"], unit="% of a core")
+    res.row("HAProxy RSS (master + workers)", raw["haproxy_rss_mib"], unit="MiB")
+    return res
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope (MiB per second); 0 for fewer than two points."""
+    if len(points) < 2:
+        return 0.0
+    mx = statistics.fmean(x for x, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    var = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / var if var else 0.0
+
+
 SCENARIOS: dict[str, Callable[[Context], Result]] = {
     "edit": edit, "runtime": runtime, "hitless": hitless, "failover": failover,
-    "scale": scale, "idle": idle,
+    "scale": scale, "idle": idle, "soak": soak, "huge": huge,
 }
 
 __all__ = ["SCENARIOS", "Context", "Result", "Row", "percentile"]

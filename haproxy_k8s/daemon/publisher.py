@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATUS_REFRESH = 5.0  # seconds between status.json rewrites when nothing happens
+# News (a health transition) rewrites it at once, but not more often than
+# this: HAProxy's log messages can report thousands of servers going DOWN
+# one after another (first checks at 1,000 clusters), and each rebuild of
+# the whole document then cost more than the news was worth.
+NEWS_SPACING = 1.0
 
 
 class StatusPublisher:
@@ -36,6 +41,7 @@ class StatusPublisher:
         self._doc: StatusDocument | None = None
         self._last_text = ""
         self._written_at = 0.0
+        self._news = False  # a forced write is due (at most every NEWS_SPACING)
         self._error: str | None = None
 
     def document(self, running: bool = True) -> StatusDocument:
@@ -76,12 +82,15 @@ class StatusPublisher:
         (bench, 1,000 clusters). `haproxy-k8s status` reads HAProxy live, so
         it never shows these ages stale.
         """
-        if force or now >= self._written_at + STATUS_REFRESH:
+        if force:
+            self._news = True
+        if (self._news and now >= self._written_at + NEWS_SPACING) \
+                or now >= self._written_at + STATUS_REFRESH:
             self.write()
 
     def write(self) -> None:
         """Publish status.json and the metrics snapshot."""
-        self._written_at = time.monotonic()
+        self._written_at, self._news = time.monotonic(), False
         doc = self._doc = self.document()
         self.metrics.publish(snapshot_of(self.daemon.state, doc))
         text = doc.dumps()
