@@ -105,8 +105,8 @@ def markdown(results: list[Result], env: dict[str, Any], analysis: str, command:
         "",
         "Options: `--only edit,runtime,hitless,failover,scale,idle,soak,huge` (soak: 10 "
         "minutes of edits at 1,000 clusters; huge: 10,000 clusters), `--previous REF` (also "
-        "run the daemon of git REF, e.g. `main`, from a temporary worktree in the scale, "
-        "idle and soak scenarios: the previous and ours/previous columns), `--doc PATH` (write the "
+        "run the daemon of git REF, e.g. `main`, from a temporary worktree in the scale "
+        "and idle scenarios: the previous and ours/previous columns), `--doc PATH` (write the "
         "report elsewhere; a full run of every scenario writes docs/benchmarks.md), "
         "`--keep` (keep the temporary directory with every log), `--redoc RESULTS_JSON` (run "
         "nothing, rewrite this file from a saved run, e.g. after editing bench/analysis.md). "

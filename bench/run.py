@@ -72,7 +72,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         "(default: docs/benchmarks.md after a full run of every scenario)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--previous", metavar="REF", help="also run the daemon of git REF "
-                        "(e.g. main) in the scale, idle and soak scenarios, from a temporary "
+                        "(e.g. main) in the scale and idle scenarios, from a temporary "
                         "git worktree, with this interpreter and its libraries")
     parser.add_argument("--redoc", type=Path, metavar="RESULTS_JSON",
                         help="run nothing: rewrite the report (--doc, default "

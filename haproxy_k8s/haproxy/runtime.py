@@ -125,7 +125,7 @@ class RuntimeClient:
             raise RuntimeApiError(f"{self.path}: {e}") from e
 
     def show_server_stats(self, backend: str | None = None,
-                          columns: Collection[str] = SERVER_COLUMNS) -> Rows:
+                          columns: Collection[str] | None = SERVER_COLUMNS) -> Rows:
         """`show stat` of servers only (no FRONTEND/BACKEND rows), of one
         backend or all, with only `columns`: what the health view reads."""
         line = f"show stat {backend or -1} {STAT_TYPE_SERVER} -1"
