@@ -31,8 +31,10 @@ MIN_INTERVAL, MAX_INTERVAL = 0.25, 1.0
 # happen and a full poll only reconciles (sessions, check texts, a dropped
 # message): reading every server every second cost 9 % of a core at 3,000.
 RECONCILE_INTERVAL = 10.0
+RECONCILE_PER_SERVER = 0.01  # seconds: 30 s between full reads at 3,000 servers
 # News about more backends than this at once: one full poll is cheaper.
 MAX_TARGETED = 32
+GATHER = 0.1  # seconds to collect news before reading: at most 10 targeted reads a second
 # A reload can make the admin socket refuse a connection for a moment; only
 # this many failed polls in a row are worth a warning.
 UNREACHABLE_AFTER = 3
@@ -168,6 +170,10 @@ class HealthPoller:
         # The stop Event is set together with _wake, so stop() never waits a full interval.
         next_full = 0.0
         while not self._stop.is_set():
+            if self._dirty:
+                # Servers go DOWN one after another (checks are spread over
+                # their interval): gather a moment, then read once.
+                self._stop.wait(GATHER)
             now = time.monotonic()
             with self._lock:
                 full, self._full = self._full or now >= next_full, False
@@ -184,7 +190,11 @@ class HealthPoller:
             self._wake.clear()
 
     def full_interval(self) -> float:
-        return max(self.interval, RECONCILE_INTERVAL) if self.events_live else self.interval
+        if not self.events_live:
+            return self.interval
+        # A full read costs in proportion to the servers: so does its spacing.
+        rows = self.latest().rows
+        return max(self.interval, RECONCILE_INTERVAL, len(rows or ()) * RECONCILE_PER_SERVER)
 
     def notify(self, backends: set[str]) -> None:
         """These backends' servers changed (any thread): re-read them now."""
