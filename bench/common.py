@@ -38,11 +38,14 @@ class Registry:
         self._popens: list[subprocess.Popen[bytes]] = []
         self._pids: set[int] = set()
 
-    def spawn(self, args: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    def spawn(self, args: list[str], log: Path | None = None,
+              source: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start `args`; `source`: import haproxy_k8s from that checkout instead of ours."""
         out = log.open("ab") if log is not None else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=child_env(), cwd=str(REPO))
+                                    stderr=subprocess.STDOUT, env=source_env(source),
+                                    cwd=str(source or REPO))
         finally:
             if log is not None:
                 out.close()  # type: ignore[union-attr]
@@ -76,6 +79,14 @@ class Registry:
 
 
 REGISTRY = Registry()
+
+
+def source_env(source: Path | None) -> dict[str, str]:
+    """child_env(), importing haproxy_k8s from the checkout `source` when given."""
+    env = child_env()
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    return env
 
 
 def python_module(module: str, *args: str) -> list[str]:

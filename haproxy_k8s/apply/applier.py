@@ -33,6 +33,7 @@ from ..haproxy.secrets import AuthFile, metrics_password, render_auth
 from ..haproxy.sni import map_files, maps_current, write_maps
 from . import operator as opstate
 from .candidate import validate_candidate
+from .deferred import PendingPublish
 from .hostnames import sync_maps
 from .membership import RuntimeOps
 from .plan import Plan, PlanKind, make_plan
@@ -81,6 +82,7 @@ class Applier:
         self.ops = RuntimeOps(self.admin)
         # The operator's drain/maint as last read: put back if the state dir is lost.
         self._operator_cache: dict[str, AdminState] = {}
+        self.pending = PendingPublish()  # a runtime change's file, not yet validated
 
     # -- public ------------------------------------------------------------
     def apply(self, config: Config) -> ApplyOutcome:
@@ -108,11 +110,16 @@ class Applier:
     def _apply(self, config: Config) -> ApplyOutcome:
         self.attempted = config
         self._check_fixed_settings(config)
-        text = render_mod.render(config, self.paths, promex=self.promex)
         # Reads stats.password_file every time: a bad one is refused, a new one reloads.
         auth = render_auth(config)
         self.metrics_password = metrics_password(config)
         auth_changed = self.auth.differs(auth)
+        fast = self._runtime_first(config, auth_changed)
+        if isinstance(fast, ApplyOutcome):
+            return fast
+        # Everything else starts from a published file equal to what HAProxy runs.
+        self.finish_pending()
+        text = render_mod.render(config, self.paths, promex=self.promex)
         maps = map_files(config, self.paths)
         if self.master.alive() and not auth_changed and self._published_text() == text \
                 and maps_current(maps):
@@ -127,7 +134,7 @@ class Applier:
             raise
         if not self.master.alive():
             return self._start(config)
-        plan = make_plan(self.applied, config)
+        plan = fast or make_plan(self.applied, config)
         if plan.kind is PlanKind.RUNTIME and not auth_changed:
             try:
                 return self._apply_runtime(config, plan)
@@ -139,25 +146,73 @@ class Applier:
         outcome.reason = f"{why}; {outcome.reason}" if outcome.reason else why
         return outcome
 
-    def _apply_runtime(self, config: Config, plan: Plan) -> ApplyOutcome:
+    def _runtime_first(self, config: Config, auth_changed: bool) -> ApplyOutcome | Plan | None:
+        """Node changes go to HAProxy before the file is rendered and validated.
+
+        HAProxy checks an `add server` line itself, so `haproxy -c` of the
+        whole file need not delay the change: the file becomes a pending
+        publication (`deferred.py`), validated before it is published and
+        before anything else happens. Returns the outcome, or the plan (a
+        failed runtime change falls back to a reload), or None.
+        """
+        if auth_changed or self.applied is None or not self.master.alive():
+            return None
+        plan = make_plan(self.applied, config)
+        if plan.kind is not PlanKind.RUNTIME or plan.hostnames:
+            # Hostnames edit map files HAProxy reads: those go the validated way.
+            return None
+        try:
+            return self._apply_runtime(config, plan, defer=True)
+        except RuntimeApiError as e:
+            log.warning("runtime change failed, reloading instead: %s", e)
+            return dataclasses.replace(plan, kind=PlanKind.RELOAD,
+                                       reason=f"runtime change failed: {e}")
+
+    def _apply_runtime(self, config: Config, plan: Plan, *, defer: bool = False
+                       ) -> ApplyOutcome:
         """Node and hostname changes through the admin socket, read back and compared.
 
-        The validated file is still published, so the next reload agrees
-        with what HAProxy runs now.
+        The file is still published, so the next reload agrees with what
+        HAProxy runs now: at once when it was validated already, else as a
+        pending publication (`defer`).
         """
         changes = plan.changes
         self.ops.apply(changes, self._operator_states())
         if plan.hostnames:
             sync_maps(self.admin, config, self.paths)
-        problems = self.ops.mismatches(config)
+        problems = self.ops.mismatches(
+            config, None if plan.hostnames else {c.cluster.backend for c in changes})
         if problems:
             raise RuntimeApiError("state read back differs: " + "; ".join(problems))
-        self._publish()
-        self._keep_good()
+        if defer:
+            self.pending.defer(config)
+        else:
+            self._publish()
+            self._keep_good()
         self.applied = config
         what = [c.describe() for c in changes] + [f"sni {c}" for c in plan.hostnames]
         return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(what),
                             reason="runtime: " + ", ".join(what))
+
+    def finish_pending(self) -> HaproxyK8sError | None:
+        """Validate and publish the file of runtime changes made before it was validated.
+
+        Called by the daemon once the change is live, and first thing before
+        any other apply, restart or stop: haproxy.cfg is only ever replaced
+        by a file that passed `haproxy -c`. The error (the running servers
+        stay as they are; the file keeps the last good text) is returned.
+        """
+        return self.pending.finish(self._validate_and_publish)
+
+    def _validate_and_publish(self, config: Config) -> None:
+        try:
+            text = render_mod.render(config, self.paths, promex=self.promex)
+            validate_candidate(text, render_auth(config), self.paths, self.binary,
+                               map_files(config, self.paths))
+            self._publish()
+            self._keep_good()
+        except OSError as e:
+            raise HaproxyK8sError(f"cannot write in {self.paths.root}: {e}") from e
 
     def _check_fixed_settings(self, config: Config) -> None:
         # The state dir and binary belong to the running master: changing them

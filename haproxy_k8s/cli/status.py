@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from ..config.loader import load_config
-from ..config.model import cluster_of_backend
+from ..config.model import backend_name, cluster_of_backend
 from ..daemon import control
 from ..daemon.health import read_stats
 from ..daemon.states import StatRow, StatRows
@@ -42,7 +42,7 @@ from ..errors import HaproxyK8sError, RuntimeApiError
 from ..haproxy.master import read_pid
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import ServerKey
-from ..haproxy.runtime import MasterClient
+from ..haproxy.runtime import SERVER_COLUMNS, MasterClient
 from ..vip.view import vip_lines
 from .common import error_line
 
@@ -51,17 +51,24 @@ SOCKET_TIMEOUT = 2.0
 ASK_TIMEOUT = 3.0
 
 
-def collect(paths: StatePaths, config_dir: Path) -> tuple[StatusDocument, int]:
-    """The status document (DESIGN.md §1, plus `unreachable`) and its exit code."""
+def collect(paths: StatePaths, config_dir: Path,
+            cluster: str | None = None) -> tuple[StatusDocument, int]:
+    """The status document (DESIGN.md §1, plus `unreachable`) and its exit code.
+
+    `cluster`: only that cluster (its backend alone is read from HAProxy);
+    no cluster at all when there is none of that name.
+    """
     saved = read_saved(paths)
     unreachable: list[str] = []
     daemon = _daemon(paths, saved, unreachable)
     haproxy = _haproxy(paths, saved, unreachable)
-    rows = _stats(paths, unreachable)
+    rows = _stats(paths, unreachable, None if cluster is None else backend_name(cluster))
+    shape = _shape(saved, config_dir, rows)
+    if cluster is not None:
+        shape = [c for c in shape if c.name == cluster]
     # Discovery state is the daemon's to know: as it last saved it.
     discovery = {c.name: c.discovery for c in saved.clusters if c.discovery} if saved else {}
-    doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable,
-                discovery=discovery)
+    doc = build(daemon, haproxy, shape, rows, unreachable, discovery=discovery)
     if saved is not None:
         # [vip] role and config hashes: as the daemon last wrote them (it rewrites
         # status.json on every VRRP transition).
@@ -151,9 +158,10 @@ def _haproxy(paths: StatePaths, saved: StatusDocument | None,
     return haproxy
 
 
-def _stats(paths: StatePaths, unreachable: list[str]) -> dict[ServerKey, StatRow] | None:
+def _stats(paths: StatePaths, unreachable: list[str],
+           backend: str | None = None) -> dict[ServerKey, StatRow] | None:
     try:
-        return read_stats(paths.admin_socket, SOCKET_TIMEOUT)
+        return read_stats(paths.admin_socket, SOCKET_TIMEOUT, backend, SERVER_COLUMNS)
     except RuntimeApiError as e:
         unreachable.append(f"admin socket: {e}")
         return None

@@ -42,7 +42,9 @@ def cmd_status(args: argparse.Namespace, paths: StatePaths, config_dir: Path) ->
     def once() -> tuple[str, int, str]:
         from .status import collect  # psutil and the sockets: not for `--help`
 
-        doc, code = collect(paths, config_dir)
+        # One cluster's backend alone is read from HAProxy for `status CLUSTER`.
+        cluster = args.target.partition("/")[0] if args.target else None
+        doc, code = collect(paths, config_dir, cluster)
         text, code = render(doc, code, args.target, args.output)
         return text, code, change_key(doc)
 

@@ -52,6 +52,7 @@ MAX_BACKOFF = 30.0
 class Event:
     # changed (a write may be in progress) | written (a file is whole again) |
     # apply | stop | health (a node changed state) | control (a CLI request) |
+    # publish (validate and publish a runtime change's file) |
     # reexec (replace our code, keep HAProxy)
     kind: str
     detail: str = ""
@@ -126,6 +127,7 @@ class Daemon:
         self.health = HealthPoller(
             self.applier.paths.admin_socket, on_change=lambda: self.post("health"),
             on_transition=lambda *change: inspect.record_transition(self, *change))
+        self.health.listen(self.applier.paths.log_socket)  # before HAProxy can log
         self.publisher = StatusPublisher(self)
         self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
         self.publisher.metrics.registry.register(VipCollector(self.vip))
@@ -235,6 +237,11 @@ class Daemon:
             outcome.error = self.files.locate(outcome.error)
         self.state.record_apply(outcome, reason)
         inspect.record_apply(self, outcome, reason, before)
+        if outcome.action != "noop" and self.health is not None:
+            self.health.request_full()  # servers came, went or moved
+        if self.applier.pending.waiting:
+            # The change is live; its file is validated once status says so.
+            self.post("publish")
         self._refresh_config_settings()
         if self.vip is not None:
             self.vip.configure(self.applier.applied)
@@ -265,6 +272,15 @@ class Daemon:
         if self._ready and applied is not None:
             self.publisher.serve_metrics(applied)
 
+    def _finish_pending(self) -> None:
+        """Validate and publish a runtime change's file (apply/deferred.py)."""
+        assert self.applier is not None
+        error = self.applier.finish_pending()
+        if error is not None:
+            self.state.record_error(error.record())
+            if self._ready and self.publisher is not None:
+                self.publisher.write()  # status shows the error at once
+
     def _error_text(self) -> str:
         return str((self.state.last_error or {}).get("message", ""))
 
@@ -286,6 +302,8 @@ class Daemon:
         finally:
             self._stop_sources()
             self._stop_observers()
+            if started:
+                self._finish_pending()  # a re-exec or the next start reads the file
             if self._reexec and started:
                 # The lock and sockets close on exec (CLOEXEC): the new code takes them.
                 self.notifier.reloading()
@@ -350,6 +368,9 @@ class Daemon:
         now = time.monotonic()
         if event is not None and event.kind in ("changed", "written"):
             self.debounce.touch(now, event.detail, complete=event.kind == "written")
+        elif event is not None and event.kind == "publish":
+            self._finish_pending()
+            return
         elif event is not None and event.kind == "apply":
             self.apply(event.detail or "request")
             return

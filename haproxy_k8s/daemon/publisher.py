@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATUS_REFRESH = 5.0  # seconds between status.json rewrites when nothing happens
+# News (a health transition) rewrites it at once, but not more often than
+# this: HAProxy's log messages can report thousands of servers going DOWN
+# one after another (first checks at 1,000 clusters), and each rebuild of
+# the whole document then cost more than the news was worth.
+NEWS_SPACING = 1.0
+REFRESH_PER_NODE = 0.01  # seconds
 
 
 class StatusPublisher:
@@ -39,6 +45,9 @@ class StatusPublisher:
         self._doc: StatusDocument | None = None
         self._last_text = ""
         self._written_at = 0.0
+        self._news = False  # a forced write is due (at most every NEWS_SPACING)
+        self._nodes = 0  # in the last document
+        self._counts: list[dict[str, Any]] = []
         self._error: str | None = None
         self._failing_open: set[str] = set()
 
@@ -68,8 +77,7 @@ class StatusPublisher:
 
     def cluster_counts(self) -> list[dict[str, Any]]:
         """Each cluster's name and UP count in the last document (for the VIP's fitness)."""
-        doc = self._doc
-        return [{"name": c.name, "up": c.up} for c in doc.clusters] if doc is not None else []
+        return self._counts  # computed once per document: the VIP asks every tick
 
     def daemon_status(self, running: bool = True) -> DaemonStatus:
         """The daemon's part of the document, as it is now (the control socket's `status`)."""
@@ -95,14 +103,21 @@ class StatusPublisher:
         (bench, 1,000 clusters). `haproxy-k8s status` reads HAProxy live, so
         it never shows these ages stale.
         """
-        if force or now >= self._written_at + STATUS_REFRESH:
+        if force:
+            self._news = True
+        # Ages alone are refreshed less often in a large document (30 s at 3,000 nodes).
+        refresh = max(STATUS_REFRESH, self._nodes * REFRESH_PER_NODE)
+        if (self._news and now >= self._written_at + NEWS_SPACING) \
+                or now >= self._written_at + refresh:
             self.write()
 
     def write(self) -> None:
         """Publish status.json and the metrics snapshot."""
-        self._written_at = time.monotonic()
+        self._written_at, self._news = time.monotonic(), False
         doc = self._doc = self.document()
         self._log_fail_open(doc)
+        self._nodes = sum(len(c.nodes) for c in doc.clusters)
+        self._counts = [{"name": c.name, "up": c.up} for c in doc.clusters]
         self.metrics.publish(snapshot_of(self.daemon.state, doc))
         text = doc.dumps()  # without written_at: an unchanged document is not rewritten
         if text == self._last_text and self._error is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,19 @@ class StatePaths:
     @property
     def status(self) -> Path:
         return self.root / "status.json"
+
+    @property
+    def log_socket(self) -> str:
+        """The name of the daemon's datagram socket for HAProxy's log messages
+        (daemon/logsink.py), in the abstract namespace (`abns@` to HAProxy).
+
+        Abstract, not a file here: HAProxy's workers send from the user they
+        drop to, which cannot enter a state dir private to root; an abstract
+        socket has no file permissions. Named after the state dir, so it is
+        the same for every reload and every daemon on this state dir.
+        """
+        digest = hashlib.sha256(os.path.abspath(self.root).encode()).hexdigest()[:20]
+        return f"haproxy-k8s-{digest}"
 
     @property
     def control_socket(self) -> Path:

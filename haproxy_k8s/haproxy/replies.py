@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import io
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 _UPTIME = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -95,16 +95,23 @@ def parse_show_proc(text: str) -> ProcTable:
     return ProcTable(master, failed, tuple(workers), tuple(old))
 
 
-def parse_show_stat(text: str) -> list[dict[str, str]]:
-    """Parse `show stat` CSV into dicts keyed by the header (`# pxname,svname,…`)."""
+def parse_show_stat(text: str, columns: Collection[str] | None = None) -> list[dict[str, str]]:
+    """Parse `show stat` CSV into dicts keyed by the header (`# pxname,svname,…`).
+
+    `columns`: keep only these (and pxname, svname). A row has ~120 columns;
+    thousands of full dicts were most of the daemon's memory and of the
+    cost of each poll.
+    """
     lines = text.strip("\n").splitlines()
     if not lines or not lines[0].startswith("# "):
         raise ValueError(f"not a show stat reply: {text[:120]!r}")
     header = lines[0][2:].rstrip(",").split(",")
+    wanted = [(name, i) for i, name in enumerate(header)
+              if columns is None or name in columns or name in ("pxname", "svname")]
     rows = []
-    for row in csv.reader(io.StringIO("\n".join(lines[1:]))):
+    for row in csv.reader(lines[1:]):
         if row:
-            rows.append(dict(zip(header, row, strict=False)))
+            rows.append({name: row[i] for name, i in wanted if i < len(row)})
     return rows
 
 
