@@ -184,8 +184,9 @@ def test_unwritable_state_file_is_an_error_not_a_crash(
     assert "cannot write" in error["message"]
     assert daemon.proc is not None and daemon.proc.poll() is None
     # A node add goes live through the runtime API before its file is written
-    # (apply/deferred.py); the file that cannot be written is what fails.
-    assert "m4" in spread(port, 9)
+    # (apply/deferred.py); the file that cannot be written is what fails. It
+    # serves once its first check passed.
+    wait_until(lambda: "m4" in spread(port, 9), timeout=5.0, message="m4 serves")
     assert "server m4" not in (config.state_dir / "haproxy.cfg").read_text()
     blocker.rmdir()
     daemon.signal(signal.SIGHUP)
@@ -232,4 +233,4 @@ def test_status_of_one_cluster(setup: tuple[ConfigDir, DaemonProcess, int],
     rows = [line.split()[0] for line in table.splitlines() if line.startswith("cluster-")]
     assert rows == ["cluster-0"], table
     missing = cli("status", "nope", "--config-dir", str(config.root))
-    assert missing.returncode == 3 and "no cluster named 'nope'" in missing.stderr
+    assert missing.returncode == 4 and "nope: no such cluster or node" in missing.stderr

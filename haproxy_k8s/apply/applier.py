@@ -117,8 +117,19 @@ class Applier:
         fast = self._runtime_first(config, auth_changed)
         if isinstance(fast, ApplyOutcome):
             return fast
-        # Everything else starts from a published file equal to what HAProxy runs.
-        self.finish_pending()
+        # Whatever this apply publishes says everything a pending runtime
+        # change's file said: that one need not be validated on its own.
+        superseded = self.pending.take()
+        try:
+            return self._apply_validated(config, auth, auth_changed, fast)
+        except HaproxyK8sError:
+            if superseded is not None:  # the last runtime change's file still counts
+                self.pending.defer(superseded)
+                self.finish_pending()
+            raise
+
+    def _apply_validated(self, config: Config, auth: str, auth_changed: bool,
+                         fast: Plan | None) -> ApplyOutcome:
         text = render_mod.render(config, self.paths, promex=self.promex)
         maps = map_files(config, self.paths)
         if self.master.alive() and not auth_changed and self._published_text() == text \
@@ -135,6 +146,13 @@ class Applier:
         if not self.master.alive():
             return self._start(config)
         plan = fast or make_plan(self.applied, config)
+        if plan.kind is PlanKind.NOOP and not auth_changed:
+            # HAProxy runs this already (a runtime change whose file was not
+            # yet published): only the file catches up.
+            self._publish()
+            self._keep_good()
+            self.applied = config
+            return ApplyOutcome(ApplyAction.NOOP, reason="file published")
         if plan.kind is PlanKind.RUNTIME and not auth_changed:
             try:
                 return self._apply_runtime(config, plan)
@@ -212,7 +230,9 @@ class Applier:
             self._publish()
             self._keep_good()
         except OSError as e:
-            raise HaproxyK8sError(f"cannot write in {self.paths.root}: {e}") from e
+            error = StateDirError(f"cannot write in {self.paths.root}: {e}")
+            error.file = e.filename if isinstance(e.filename, str) else None
+            raise error from e
 
     def _check_fixed_settings(self, config: Config) -> None:
         # The state dir and binary belong to the running master: changing them

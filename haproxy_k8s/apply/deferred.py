@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 
 from ..config.model import Config
-from ..errors import HaproxyK8sError
+from ..errors import HaproxyK8sError, StateDirError
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,11 @@ class PendingPublish:
         """A newer runtime change replaces an older pending one: its file says both."""
         self.config = config
 
+    def take(self) -> Config | None:
+        """The pending config, no longer pending (a newer file supersedes it)."""
+        config, self.config = self.config, None
+        return config
+
     def finish(self, publish: Callable[[Config], None]) -> HaproxyK8sError | None:
         """Run `publish` (render, `haproxy -c`, rename) on the pending config, once.
 
@@ -46,6 +51,11 @@ class PendingPublish:
             return None
         try:
             publish(config)
+        except StateDirError as e:
+            # The disk, not the config: the daemon tries again (with backoff).
+            self.config = config
+            log.error("cannot publish the file of the last runtime change: %s", e)
+            return e
         except HaproxyK8sError as e:
             log.error("the file of the last runtime change failed validation; "
                       "haproxy.cfg keeps the last good config: %s", e)

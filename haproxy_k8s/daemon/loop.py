@@ -278,6 +278,9 @@ class Daemon:
         error = self.applier.finish_pending()
         if error is not None:
             self.state.record_error(error.record())
+            if isinstance(error, StateDirError):
+                self.state.state_dir_errors += 1
+                self._schedule_retry(ApplyOutcome(ApplyAction.ERROR, error))
             if self._ready and self.publisher is not None:
                 self.publisher.write()  # status shows the error at once
 
