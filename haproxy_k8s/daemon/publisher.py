@@ -8,6 +8,7 @@ that same document.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -43,7 +44,7 @@ class StatusPublisher:
         self.paths = daemon.applier.paths
         self.metrics = MetricsExporter()
         self._doc: StatusDocument | None = None
-        self._last_text = ""
+        self._last_data: dict[str, Any] | None = None  # as last written, written_at None
         self._written_at = 0.0
         self._news = False  # a forced write is due (at most every NEWS_SPACING)
         self._nodes = 0  # in the last document
@@ -119,12 +120,15 @@ class StatusPublisher:
         self._nodes = sum(len(c.nodes) for c in doc.clusters)
         self._counts = [{"name": c.name, "up": c.up} for c in doc.clusters]
         self.metrics.publish(snapshot_of(self.daemon.state, doc))
-        text = doc.dumps()  # without written_at: an unchanged document is not rewritten
-        if text == self._last_text and self._error is None:
-            return
-        doc.daemon.written_at = utc_now()
+        data = doc.to_json()
+        if data == self._last_data and self._error is None:
+            return  # an unchanged document (written_at aside) is not rewritten
+        data["daemon"]["written_at"] = utc_now()
+        # Compact: one C-encoded pass (a tenth of an indented dump at 3,000 nodes).
+        text = json.dumps(data, separators=(",", ":")) + "\n"
+        data["daemon"]["written_at"] = None
         try:
-            write_atomic(self.paths.status, doc.dumps(), mode=0o640, durable=False)
+            write_atomic(self.paths.status, text, mode=0o640, durable=False)
         except OSError as e:
             # Keep balancing; say it once per different failure, not every tick. The
             # control socket's `status` tells the CLI the truth meanwhile.
@@ -133,7 +137,7 @@ class StatusPublisher:
                 self.daemon.state.state_dir_errors += 1
                 log.error("%s", self._error)
             return
-        self._last_text, self._error = text, None
+        self._last_data, self._error = data, None
 
     def _log_fail_open(self, doc: StatusDocument) -> None:
         """Say once when a cluster starts and stops failing open (not every rewrite)."""
@@ -149,7 +153,7 @@ class StatusPublisher:
         """After HAProxy stopped: say so, and remove the pid file."""
         doc = self.document(running=False)
         try:
-            write_atomic(self.paths.status, doc.dumps(), mode=0o640)
+            write_atomic(self.paths.status, doc.dumps(indent=None), mode=0o640)
         except OSError as e:
             log.error("cannot write %s: %s", self.paths.status, e)
         self.paths.daemon_pid.unlink(missing_ok=True)

@@ -87,7 +87,9 @@ class ClusterStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "bind": self.bind, "up": self.up, "total": self.total,
-                "nodes": [asdict(n) for n in self.nodes], "sni": list(self.sni),
+                # The fields are flat: a copy of each node's dict is what
+                # asdict() gives, at a tenth of the cost for thousands of nodes.
+                "nodes": [dict(vars(n)) for n in self.nodes], "sni": list(self.sni),
                 "fail_open": self.fail_open, "fail_open_active": self.fail_open_active,
                 "discovery": self.discovery}
 
@@ -162,8 +164,13 @@ class StatusDocument:
         doc.update({k: v for k, v in (("vip", self.vip), ("config", self.config)) if v})
         return doc
 
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2) + "\n"
+    def dumps(self, indent: int | None = 2) -> str:
+        """The JSON text; `indent=None` is compact, and several times faster to
+        write (json's C encoder) for the daemon's status.json of thousands of nodes."""
+        data = self.to_json()
+        if indent is None:
+            return json.dumps(data, separators=(",", ":")) + "\n"
+        return json.dumps(data, indent=indent) + "\n"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StatusDocument:
