@@ -16,12 +16,21 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ..clock import utc_at, utc_now
-from ..config.model import Config
+from ..config.model import Config, Node
 from ..fileio import write_atomic
 from .access import access_for
 from .holddown import HoldDown
 from .metrics import MetricsExporter, snapshot_of
-from .status import DaemonStatus, HaproxyStatus, StatusDocument, build, shape_of_config, summary
+from .status import (
+    ClusterCache,
+    ClusterShape,
+    DaemonStatus,
+    HaproxyStatus,
+    StatusDocument,
+    build,
+    shape_of_config,
+    summary,
+)
 
 if TYPE_CHECKING:
     from .loop import Daemon
@@ -51,6 +60,9 @@ class StatusPublisher:
         self._counts: list[dict[str, Any]] = []
         self._error: str | None = None
         self._failing_open: set[str] = set()
+        self._clusters = ClusterCache()  # unchanged clusters are not rebuilt per write
+        self._shape_of: tuple[Config, tuple[tuple[str, Node], ...], list[ClusterShape]] | None \
+            = None
 
     def document(self, running: bool = True) -> StatusDocument:
         d = self.daemon
@@ -64,17 +76,29 @@ class StatusPublisher:
             failed_reloads=d.state.failed_reloads,
             workers=sorted(table.worker_pids) if table else [],
             prometheus_exporter=d.promex)
-        config = d.applier.applied
-        # Nodes deleted from the config but still draining show as removing.
-        shape = shape_of_config(config, d.files.source, d.applier.ops.removals()) \
-            if config is not None else []
         rows = health.rows if health is not None and table is not None else None
         discovery = {name: asdict(st) for name, st in d.discovery.statuses().items()}
-        doc = build(self.daemon_status(running), haproxy, shape, rows, discovery=discovery)
+        doc = build(self.daemon_status(running), haproxy, self._shape(), rows,
+                    discovery=discovery, cache=self._clusters)
         if d.vip is not None:
             fields = d.vip.status_fields(self.paths.config)
             doc.vip, doc.config = fields.get("vip"), fields.get("config")
         return doc
+
+    def _shape(self) -> list[ClusterShape]:
+        """The applied config's clusters and nodes, built again only when it or
+        the nodes still draining out changed (every write asks)."""
+        d = self.daemon
+        assert d.applier is not None
+        config = d.applier.applied
+        if config is None:
+            return []
+        # Nodes deleted from the config but still draining show as removing.
+        removals = tuple(d.applier.ops.removals())
+        if self._shape_of is None or self._shape_of[0] is not config \
+                or self._shape_of[1] != removals:
+            self._shape_of = (config, removals, shape_of_config(config, d.files.source, removals))
+        return self._shape_of[2]
 
     def cluster_counts(self) -> list[dict[str, Any]]:
         """Each cluster's name and UP count in the last document (for the VIP's fitness)."""
@@ -120,7 +144,7 @@ class StatusPublisher:
         self._nodes = sum(len(c.nodes) for c in doc.clusters)
         self._counts = [{"name": c.name, "up": c.up} for c in doc.clusters]
         self.metrics.publish(snapshot_of(self.daemon.state, doc))
-        data = doc.to_json()
+        data = doc.to_json(self._clusters.json_of)
         if data == self._last_data and self._error is None:
             return  # an unchanged document (written_at aside) is not rewritten
         data["daemon"]["written_at"] = utc_now()

@@ -157,9 +157,13 @@ class StatusDocument:
     # Hashes of the rendered configs, to compare two balancers of a pair.
     config: dict[str, Any] | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, cluster_json: Callable[[ClusterStatus], dict[str, Any]] | None = None
+                ) -> dict[str, Any]:
+        """The document as JSON data; `cluster_json` may hand out kept, unchanged
+        clusters' data (ClusterCache.json_of) instead of building it again."""
+        of = cluster_json or ClusterStatus.to_json
         doc = {"daemon": asdict(self.daemon), "haproxy": asdict(self.haproxy),
-               "clusters": [c.to_json() for c in self.clusters],
+               "clusters": [of(c) for c in self.clusters],
                "unreachable": list(self.unreachable)}
         doc.update({k: v for k, v in (("vip", self.vip), ("config", self.config)) if v})
         return doc
@@ -267,11 +271,70 @@ def cluster_statuses(shape: Sequence[ClusterShape], rows: StatRows | None,
 
 def build(daemon: DaemonStatus, haproxy: HaproxyStatus, shape: Sequence[ClusterShape],
           rows: StatRows | None, unreachable: Sequence[str] = (),
-          discovery: Mapping[str, dict[str, Any]] | None = None) -> StatusDocument:
+          discovery: Mapping[str, dict[str, Any]] | None = None,
+          cache: ClusterCache | None = None) -> StatusDocument:
     """The status document: the one function both the daemon and `status` call."""
     haproxy.reachable = rows is not None
-    return StatusDocument(daemon, haproxy, cluster_statuses(shape, rows, discovery),
-                          list(unreachable))
+    clusters = cache.statuses(shape, rows, discovery) if cache is not None \
+        else cluster_statuses(shape, rows, discovery)
+    return StatusDocument(daemon, haproxy, clusters, list(unreachable))
+
+
+@dataclass
+class _Kept:
+    shape: ClusterShape
+    rows: tuple[StatRow | None, ...]
+    discovery: dict[str, Any] | None
+    status: ClusterStatus
+    json: dict[str, Any] | None = None
+
+
+class ClusterCache:
+    """Each cluster's status (and its JSON data) as last built, kept while its
+    shape, its servers' `show stat` rows and its discovery state are the same.
+
+    The daemon rewrites status.json after every apply and health change; at
+    1,000 clusters a change touches one cluster, and the health poller keeps
+    the row objects of backends it did not re-read. So a write rebuilds what
+    changed, not 3,000 nodes. The daemon's loop alone uses it.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[str, _Kept] = {}
+
+    def statuses(self, shape: Sequence[ClusterShape], rows: StatRows | None,
+                 discovery: Mapping[str, dict[str, Any]] | None = None) -> list[ClusterStatus]:
+        kept: dict[str, _Kept] = {}
+        for c in shape:
+            backend = backend_name(c.name)
+            node_rows = tuple(rows.get((backend, n.name)) if rows is not None else None
+                              for n in c.nodes)
+            found = (discovery or {}).get(c.name)
+            old = self._kept.get(c.name)
+            if old is None or not _same(old, c, node_rows, found):
+                old = _Kept(c, node_rows, found, cluster_statuses([c], rows, discovery)[0])
+            kept[c.name] = old
+        self._kept = kept
+        return [kept[c.name].status for c in shape]
+
+    def json_of(self, status: ClusterStatus) -> dict[str, Any]:
+        """`status.to_json()`, built once for a kept status. Treat it as read-only."""
+        kept = self._kept.get(status.name)
+        if kept is None or kept.status is not status:
+            return status.to_json()
+        if kept.json is None:
+            kept.json = status.to_json()
+        return kept.json
+
+
+def _same(kept: _Kept, shape: ClusterShape, rows: tuple[StatRow | None, ...],
+          discovery: dict[str, Any] | None) -> bool:
+    # Rows by identity: a re-read row is a new object even when equal, and
+    # comparing 6,000 dicts by value would cost what the cache saves.
+    if len(kept.rows) != len(rows) or kept.discovery != discovery:
+        return False
+    return (kept.shape is shape or kept.shape == shape) \
+        and all(a is b for a, b in zip(kept.rows, rows, strict=True))
 
 
 # -- reading it -------------------------------------------------------------------------

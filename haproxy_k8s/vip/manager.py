@@ -76,6 +76,7 @@ class VipManager:
         self.restarts = 0
         self._backoff, self._next_restart = 1.0, 0.0
         self._text = ""
+        self._hashed: tuple[tuple[int, int, int, str], dict[str, str | None]] | None = None
         # A re-executed daemon's fit link, still attached (see heartbeat.take_inherited).
         self._inherited = heartbeat.take_inherited()
         self.verdict: unitside.Verdict | None = None  # manage = "unit": the unit's answer
@@ -255,12 +256,22 @@ class VipManager:
 
     def _hashes(self, haproxy_cfg: Path) -> dict[str, str | None]:
         try:
-            text = haproxy_cfg.read_text()
+            stat = haproxy_cfg.stat()
         except OSError:
             return {"haproxy_sha256": None, "keepalived_sha256": None}
-        state = str(self.state_dir)
-        return {"haproxy_sha256": config_digest(text, state),
-                "keepalived_sha256": config_digest(self._text, state) if self._text else None}
+        # Every status write asks; haproxy.cfg is ~2 MB at 1,000 clusters and
+        # only replaced (renamed over), never edited in place: hash it once.
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size, self._text)
+        if self._hashed is None or self._hashed[0] != key:
+            try:
+                text = haproxy_cfg.read_text()
+            except OSError:
+                return {"haproxy_sha256": None, "keepalived_sha256": None}
+            state = str(self.state_dir)
+            self._hashed = (key, {
+                "haproxy_sha256": config_digest(text, state),
+                "keepalived_sha256": config_digest(self._text, state) if self._text else None})
+        return dict(self._hashed[1])
 
     def _keepalived_pid(self) -> int | None:
         if self.process is not None and self.process.alive():
