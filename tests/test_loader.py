@@ -343,15 +343,15 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_file_vanishing_between_listing_and_reading(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, {"conf.d/10-c0.toml": CLUSTER, "conf.d/20-going.toml": "[defaults]\n"})
-    real_config_files = loader.config_files
+    real_sources = loader._sources
 
-    def list_then_delete(config_dir: Path) -> list[Path]:
+    def list_then_delete(config_dir: Path) -> list[tuple[Path, str]]:
         # An editor or config manager removes the file right after we listed it.
-        files = real_config_files(config_dir)
+        files = real_sources(config_dir)
         (config_dir / "conf.d" / "20-going.toml").unlink()
         return files
 
-    monkeypatch.setattr(loader, "config_files", list_then_delete)
+    monkeypatch.setattr(loader, "_sources", list_then_delete)
     err = load_error(tmp_path)
     assert (err.file, err.message) == ("conf.d/20-going.toml", "vanished while being read")
 

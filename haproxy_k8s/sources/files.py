@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config.loader import ProvenanceMap, load_raw, unread_dropins
+from ..config.loader import FileCache, ProvenanceMap, load_raw, unread_dropins
 from ..config.model import Config
 from ..config.references import check_referenced_files
 from ..config.schema import build_config, dotted_key
@@ -37,7 +37,10 @@ class FileSource:
         # The files that set each node, indexed once per load: status asks
         # for every node on every write (3,000 at 1,000 clusters).
         self._node_files: dict[tuple[str, str], set[str]] | None = None
-        self._values: dict[str, tuple[str, ...]] = {}  # a string value -> its key, last load
+        self._cache = FileCache()  # unchanged drop-ins are not read and parsed again
+        self._raw: Mapping[str, Any] = {}  # the last load's merged files
+        # A string value -> its key, of the last load: made when an error needs it.
+        self._values: dict[str, tuple[str, ...]] | None = None
         self._unread: list[str] = []
         # Files of the last load that had content: a save that truncates one
         # shows up as an emptied file (see daemon/holddown.py).
@@ -45,9 +48,9 @@ class FileSource:
 
     def load(self) -> Config:
         with_content: set[str] = set()
-        raw, provenance = load_raw(self.config_dir, with_content)
+        raw, provenance = load_raw(self.config_dir, with_content, self._cache)
         config = build_config(raw, provenance)
-        self._values = dict(_string_values(raw))
+        self._raw, self._values = raw, None
         check_referenced_files(config, provenance)
         self.provenance = provenance
         self._node_files = None
@@ -86,6 +89,8 @@ class FileSource:
         text = str(error)
         # A value the operator wrote, quoted back by HAProxy (a file name, a path):
         # the key that set it is the one to fix.
+        if self._values is None:
+            self._values = dict(_string_values(self._raw))
         quoted = [value for value in self._values if len(value) >= 4 and value in text]
         if quoted:
             key = self._values[max(quoted, key=len)]
