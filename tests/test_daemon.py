@@ -174,9 +174,12 @@ def test_start_with_broken_drop_in_serves_last_published_config(
 def test_unwritable_state_file_is_an_error_not_a_crash(
         setup: tuple[ConfigDir, DaemonProcess, int], standin_factory: StandInFactory) -> None:
     config, daemon, port = setup
-    # As root, permissions do not stop us; a directory where the candidate goes does.
-    blocker = config.state_dir / "haproxy.cfg.candidate"
-    blocker.mkdir()
+    # As root, permissions do not stop us; a directory where the candidates go does
+    # (haproxy.cfg.deferred: a runtime change's file, validated beside the loop).
+    blockers = [config.state_dir / name for name in ("haproxy.cfg.candidate",
+                                                    "haproxy.cfg.deferred")]
+    for blocker in blockers:
+        blocker.mkdir()
     m4 = standin_factory("m4", tls=False)
     config.write("20-m4.toml", f'[clusters.cluster-0.nodes.m4]\naddress = "{m4.host}"\n'
                                f"port = {m4.port}\n")
@@ -188,7 +191,8 @@ def test_unwritable_state_file_is_an_error_not_a_crash(
     # serves once its first check passed.
     wait_until(lambda: "m4" in spread(port, 9), timeout=5.0, message="m4 serves")
     assert "server m4" not in (config.state_dir / "haproxy.cfg").read_text()
-    blocker.rmdir()
+    for blocker in blockers:
+        blocker.rmdir()
     daemon.signal(signal.SIGHUP)
     wait_until(lambda: "m4" in spread(port, 8), timeout=5.0, message="applies once writable")
 

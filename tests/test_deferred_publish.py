@@ -4,6 +4,7 @@ after `haproxy -c` passed (apply/deferred.py)."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,13 @@ from haproxyutil import cluster, config
 from haproxy_k8s.apply.applier import Applier, ApplyAction
 from haproxy_k8s.apply.deferred import PendingPublish
 from haproxy_k8s.config.model import Config, Node
-from haproxy_k8s.errors import ValidationError
+from haproxy_k8s.errors import StateDirError, ValidationError
 from haproxy_k8s.haproxy.check import check_config
 from haproxy_k8s.haproxy.runtime import RuntimeClient
+
+
+def _refuse(cfg: Config) -> None:
+    raise ValidationError("haproxy -c: [ALERT] bad line")
 
 
 def test_a_refused_file_is_reported_and_not_published() -> None:
@@ -23,12 +28,47 @@ def test_a_refused_file_is_reported_and_not_published() -> None:
     pending.defer(Config())
     published: list[Config] = []
 
-    def refuse(cfg: Config) -> None:
-        raise ValidationError("haproxy -c: [ALERT] bad line")
+    error = pending.finish(_refuse, published.append)
+    assert isinstance(error, ValidationError) and not pending.waiting and published == []
+    assert pending.finish(_refuse, published.append) is None  # once only
 
-    error = pending.finish(refuse)
-    assert isinstance(error, ValidationError) and not pending.waiting
-    assert pending.finish(published.append) is None and published == []  # once only
+
+def test_the_worker_verdict_is_published_on_collect() -> None:
+    pending, ended = PendingPublish(), threading.Event()
+    config, published = Config(), list[Config]()
+    pending.defer(config)
+    assert pending.start(lambda cfg: None, ended.set)
+    assert ended.wait(10.0)
+    assert pending.collect(published.append) is None
+    assert published == [config] and not pending.waiting
+
+
+def test_a_superseded_verdict_is_dropped_and_the_newer_config_stays_pending() -> None:
+    pending, ended, release = PendingPublish(), threading.Event(), threading.Event()
+    older, newer = Config(), Config(clusters=())
+    published: list[Config] = []
+    pending.defer(older)
+    def slow(cfg: Config) -> None:
+        release.wait(10.0)
+
+    assert pending.start(slow, ended.set)
+    assert not pending.start(lambda cfg: None, ended.set)  # one worker at a time
+    pending.defer(newer)  # a second runtime change while the first file is checked
+    release.set()
+    assert ended.wait(10.0)
+    assert pending.collect(published.append) is None
+    assert published == [] and pending.config is newer
+
+
+def test_a_full_disk_keeps_the_file_pending_for_a_retry() -> None:
+    pending = PendingPublish()
+    pending.defer(Config())
+
+    def full(cfg: Config) -> None:
+        raise OSError(28, "No space left on device")
+
+    error = pending.finish(full, lambda cfg: None)
+    assert isinstance(error, StateDirError) and pending.waiting
 
 
 @pytest.mark.usefixtures("haproxy_bin")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..errors import (
 from ..fileio import publish, write_atomic
 from ..haproxy import render as render_mod
 from ..haproxy.binds import check_new_binds, running_binds
+from ..haproxy.check import check_config
 from ..haproxy.master import HaproxyMaster
 from ..haproxy.orphan import recovery_text, take_over
 from ..haproxy.paths import StatePaths
@@ -212,27 +214,41 @@ class Applier:
         return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(what),
                             reason="runtime: " + ", ".join(what))
 
+    def start_pending(self, done: Callable[[], None]) -> bool:
+        """Validate a runtime change's file on a worker thread (apply/deferred.py);
+        `done()` is called on that thread, and the loop then calls `collect_pending`."""
+        return self.pending.start(self._validate_deferred, done)
+
+    def collect_pending(self) -> HaproxyK8sError | None:
+        """Publish the worker's validated file, unless a newer apply superseded it."""
+        return self.pending.collect(self._publish_deferred)
+
     def finish_pending(self) -> HaproxyK8sError | None:
         """Validate and publish the file of runtime changes made before it was validated.
 
-        Called by the daemon once the change is live, and first thing before
-        any other apply, restart or stop: haproxy.cfg is only ever replaced
-        by a file that passed `haproxy -c`. The error (the running servers
-        stay as they are; the file keeps the last good text) is returned.
+        Called before any restart or stop, and when the daemon re-executes:
+        haproxy.cfg is only ever replaced by a file that passed `haproxy -c`.
+        The error (the running servers stay as they are; the file keeps the
+        last good text) is returned.
         """
-        return self.pending.finish(self._validate_and_publish)
+        return self.pending.finish(self._validate_deferred, self._publish_deferred)
 
-    def _validate_and_publish(self, config: Config) -> None:
+    def _validate_deferred(self, config: Config) -> None:
+        """Render and `haproxy -c` into a file of its own (on the worker thread:
+        the loop's candidate may be under validation at the same time). A
+        runtime change leaves the stats userlist and the SNI maps as they are,
+        so the live ones are read with it."""
+        text = render_mod.render(config, self.paths, promex=self.promex)
+        write_atomic(self.paths.deferred, text, mode=0o640)
         try:
-            text = render_mod.render(config, self.paths, promex=self.promex)
-            validate_candidate(text, render_auth(config), self.paths, self.binary,
-                               map_files(config, self.paths))
-            self._publish()
-            self._keep_good()
-        except OSError as e:
-            error = StateDirError(f"cannot write in {self.paths.root}: {e}")
-            error.file = e.filename if isinstance(e.filename, str) else None
-            raise error from e
+            check_config(self.binary, self.paths.deferred, also=[self.paths.stats_auth])
+        except HaproxyK8sError:
+            self.paths.deferred.unlink(missing_ok=True)
+            raise
+
+    def _publish_deferred(self, config: Config) -> None:
+        publish(self.paths.deferred, self.paths.config)
+        self._keep_good()
 
     def _check_fixed_settings(self, config: Config) -> None:
         # The state dir and binary belong to the running master: changing them

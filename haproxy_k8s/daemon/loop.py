@@ -52,7 +52,7 @@ MAX_BACKOFF = 30.0
 class Event:
     # changed (a write may be in progress) | written (a file is whole again) |
     # apply | stop | health (a node changed state) | control (a CLI request) |
-    # publish (validate and publish a runtime change's file) |
+    # publish (a runtime change's file was validated beside the loop) |
     # reexec (replace our code, keep HAProxy)
     kind: str
     detail: str = ""
@@ -239,9 +239,6 @@ class Daemon:
         inspect.record_apply(self, outcome, reason, before)
         if outcome.action != "noop" and self.health is not None:
             self.health.request_full()  # servers came, went or moved
-        if self.applier.pending.waiting:
-            # The change is live; its file is validated once status says so.
-            self.post("publish")
         self._refresh_config_settings()
         if self.vip is not None:
             self.vip.configure(self.applier.applied)
@@ -250,6 +247,8 @@ class Daemon:
             if self.applier.master.alive():
                 # systemd expects READY=1 after every RELOADING=1.
                 self.notifier.ready(self.publisher.summary())
+        # The change is live and status says so: now its file is validated, beside the loop.
+        self.applier.start_pending(lambda: self.post("publish"))
         return outcome
 
     def _schedule_retry(self, outcome: ApplyOutcome) -> None:
@@ -273,9 +272,18 @@ class Daemon:
             self.publisher.serve_metrics(applied)
 
     def _finish_pending(self) -> None:
-        """Validate and publish a runtime change's file (apply/deferred.py)."""
+        """Validate and publish a runtime change's file now (apply/deferred.py)."""
         assert self.applier is not None
-        error = self.applier.finish_pending()
+        self._pending_error(self.applier.finish_pending())
+
+    def _collect_pending(self) -> None:
+        """The validation worker ended: publish its file, or start on a newer one."""
+        assert self.applier is not None
+        self._pending_error(self.applier.collect_pending())
+        if self.retry_at is None:  # a full disk is retried with backoff, not at once
+            self.applier.start_pending(lambda: self.post("publish"))
+
+    def _pending_error(self, error: HaproxyK8sError | None) -> None:
         if error is not None:
             self.state.record_error(error.record())
             if isinstance(error, StateDirError):
@@ -372,7 +380,7 @@ class Daemon:
         if event is not None and event.kind in ("changed", "written"):
             self.debounce.touch(now, event.detail, complete=event.kind == "written")
         elif event is not None and event.kind == "publish":
-            self._finish_pending()
+            self._collect_pending()
             return
         elif event is not None and event.kind == "apply":
             self.apply(event.detail or "request")

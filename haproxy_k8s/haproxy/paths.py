@@ -31,6 +31,11 @@ class StatePaths:
         return self.root / "haproxy.cfg.candidate"
 
     @property
+    def deferred(self) -> Path:
+        """A runtime change's file under validation beside the loop (apply/deferred.py)."""
+        return self.root / "haproxy.cfg.deferred"
+
+    @property
     def last_good(self) -> Path:
         """The config of the last reload HAProxy accepted; the rollback target."""
         return self.root / "haproxy.cfg.good"
