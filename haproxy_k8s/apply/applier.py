@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from ..config.model import AdminState, Config
+from ..config.model import AdminState, Config, cluster_backends
 from ..errors import (
     ConfigError,
     HaproxyK8sError,
@@ -64,6 +64,8 @@ class ApplyOutcome:
     reason: str = ""
     seconds: float = 0.0
     alerts: list[str] = field(default_factory=list)
+    # The backends a runtime change touched: only these need reading back.
+    backends: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -211,8 +213,9 @@ class Applier:
             self._keep_good()
         self.applied = config
         what = [c.describe() for c in changes] + [f"sni {c}" for c in plan.hostnames]
+        backends = frozenset(b for c in changes for b in cluster_backends(c.cluster))
         return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(what),
-                            reason="runtime: " + ", ".join(what))
+                            reason="runtime: " + ", ".join(what), backends=backends)
 
     def start_pending(self, done: Callable[[], None]) -> bool:
         """Validate a runtime change's file on a worker thread (apply/deferred.py);

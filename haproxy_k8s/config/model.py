@@ -30,6 +30,12 @@ def failopen_backend_name(cluster: str) -> str:
     return FAILOPEN_PREFIX + cluster
 
 
+def cluster_backends(cluster: Cluster) -> tuple[str, ...]:
+    """Every backend that holds `cluster`'s servers: its own, and its fail-open twin."""
+    own = backend_name(cluster.name)
+    return (own, failopen_backend_name(cluster.name)) if cluster.settings.fail_open else (own,)
+
+
 def cluster_of_failopen(backend: str) -> str | None:
     """The cluster a fail-open twin backend (`fo_NAME`) belongs to; None otherwise."""
     return backend[len(FAILOPEN_PREFIX):] if backend.startswith(FAILOPEN_PREFIX) else None

@@ -97,8 +97,10 @@ def refuse_last_serving(daemon: Daemon, target: str) -> str:
     assert daemon.applier is not None and daemon.health is not None
     cluster_name, _, node = target.partition("/")
     cluster = daemon.applier.applied.cluster(cluster_name) if daemon.applier.applied else None
-    rows = daemon.health.poll().rows
-    if cluster is None or rows is None:
+    if cluster is None:
+        return ""  # unknown nodes are refused by the applier
+    rows = daemon.health.refresh({cluster.backend}).rows
+    if rows is None:
         return ""  # unknown nodes are refused by the applier; unknown health: do not guess
     serving = [n.name for n in cluster.nodes
                if rows.get((backend_name(cluster.name), n.name), {}).get("status", "")

@@ -237,8 +237,10 @@ class Daemon:
             outcome.error = self.files.locate(outcome.error)
         self.state.record_apply(outcome, reason)
         inspect.record_apply(self, outcome, reason, before)
-        if outcome.action != "noop" and self.health is not None:
-            self.health.request_full()  # servers came, went or moved
+        if self.health is not None and outcome.backends:
+            self.health.notify(set(outcome.backends))  # these servers came, went or moved
+        elif self.health is not None and outcome.action is not ApplyAction.NOOP:
+            self.health.request_full()  # a new worker: every server is new
         self._refresh_config_settings()
         if self.vip is not None:
             self.vip.configure(self.applier.applied)

@@ -8,6 +8,7 @@ is a contract (DESIGN.md §1): add fields, never rename.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 from ..clock import parse_utc as parse_utc
 from ..clock import utc_now as utc_now
-from ..config.model import Config, Node, backend_name
+from ..config.model import Cluster, Config, Node, backend_name
 from .states import STATES, StatRow, StatRows, admin_state, check_text, node_state, row_int
 
 EXIT_OK, EXIT_DEGRADED, EXIT_CLUSTER_DOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -71,19 +72,29 @@ class ClusterStatus:
     # last_error, counters); None when the cluster has none.
     discovery: dict[str, Any] | None = None
 
-    @property
+    # Computed once: a status is built whole and not changed after (the
+    # daemon asks these of thousands of nodes on every status write).
+    @functools.cached_property
     def up(self) -> int:
         return sum(1 for n in self.nodes if n.state == "UP" and not n.removing)
 
-    @property
+    @functools.cached_property
     def fail_open_active(self) -> bool:
         """No node UP, and HAProxy serves from the enabled (not drained or maint) ones."""
         return self.fail_open and self.up == 0 and any(
             n.admin == "ready" and n.state != "UNKNOWN" for n in self.nodes)
 
-    @property
+    @functools.cached_property
     def total(self) -> int:
         return sum(1 for n in self.nodes if not n.removing)
+
+    @functools.cached_property
+    def counts(self) -> dict[str, int]:
+        """Nodes by state, with a zero for every state."""
+        counts = dict.fromkeys(STATES, 0)
+        for node in self.nodes:
+            counts[node.state] += 1
+        return counts
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "bind": self.bind, "up": self.up, "total": self.total,
@@ -159,14 +170,25 @@ class StatusDocument:
 
     def to_json(self, cluster_json: Callable[[ClusterStatus], dict[str, Any]] | None = None
                 ) -> dict[str, Any]:
-        """The document as JSON data; `cluster_json` may hand out kept, unchanged
-        clusters' data (ClusterCache.json_of) instead of building it again."""
+        """The document as JSON data, each cluster's from `cluster_json` when given."""
         of = cluster_json or ClusterStatus.to_json
         doc = {"daemon": asdict(self.daemon), "haproxy": asdict(self.haproxy),
                "clusters": [of(c) for c in self.clusters],
                "unreachable": list(self.unreachable)}
         doc.update({k: v for k, v in (("vip", self.vip), ("config", self.config)) if v})
         return doc
+
+    def compact(self, cluster_text: Callable[[ClusterStatus], str]) -> str:
+        """Compact JSON text, each cluster's part given by `cluster_text` (the
+        daemon's kept texts: ClusterCache.text_of), the rest encoded now."""
+        parts = []
+        for key, value in self.to_json(cluster_json=lambda c: {}).items():
+            if key == "clusters":
+                body = "[" + ",".join(cluster_text(c) for c in self.clusters) + "]"
+            else:
+                body = _compact(value)
+            parts.append(f"{_compact(key)}:{body}")
+        return "{" + ",".join(parts) + "}\n"
 
     def dumps(self, indent: int | None = 2) -> str:
         """The JSON text; `indent=None` is compact, and several times faster to
@@ -238,16 +260,29 @@ class ClusterShape:
 def shape_of_config(config: Config, origin: Callable[[str, str], str] | None = None,
                     removals: Iterable[tuple[str, Node]] = ()) -> list[ClusterShape]:
     """The clusters and nodes of `config`, plus `removals` still draining out."""
+    gone = removals_by_cluster(removals)
+    return [cluster_shape(c, tuple(origin(c.name, n.name) if origin else "" for n in c.nodes),
+                          gone.get(c.name, ())) for c in config.clusters]
+
+
+def removals_by_cluster(removals: Iterable[tuple[str, Node]]) -> dict[str, tuple[Node, ...]]:
     gone: dict[str, list[Node]] = {}
     for cluster, node in removals:
         gone.setdefault(cluster, []).append(node)
-    return [ClusterShape(c.name, tuple(str(b) for b in c.binds), tuple(sorted(
-        [NodeShape(n.name, n.address, n.port, source=n.source,
-                   origin=origin(c.name, n.name) if origin else "")
-         for n in c.nodes]
-        + [NodeShape(n.name, n.address, n.port, removing=True, source=n.source)
-           for n in gone.get(c.name, []) if c.node(n.name) is None],
-        key=lambda shape: shape.name)), c.sni, c.settings.fail_open) for c in config.clusters]
+    return {name: tuple(nodes) for name, nodes in gone.items()}
+
+
+def cluster_shape(c: Cluster, origins: Sequence[str], gone: Iterable[Node] = ()
+                  ) -> ClusterShape:
+    """One cluster's shape: its nodes (`origins` in the same order), plus the
+    `gone` ones still draining out."""
+    nodes = [NodeShape(n.name, n.address, n.port, source=n.source, origin=origin)
+             for n, origin in zip(c.nodes, origins, strict=True)]
+    nodes += [NodeShape(n.name, n.address, n.port, removing=True, source=n.source)
+              for n in gone if c.node(n.name) is None]
+    return ClusterShape(c.name, tuple(str(b) for b in c.binds),
+                        tuple(sorted(nodes, key=lambda shape: shape.name)), c.sni,
+                        c.settings.fail_open)
 
 
 def shape_of_saved(clusters: Iterable[ClusterStatus]) -> list[ClusterShape]:
@@ -286,11 +321,11 @@ class _Kept:
     rows: tuple[StatRow | None, ...]
     discovery: dict[str, Any] | None
     status: ClusterStatus
-    json: dict[str, Any] | None = None
+    text: str | None = None  # its compact JSON, once asked for
 
 
 class ClusterCache:
-    """Each cluster's status (and its JSON data) as last built, kept while its
+    """Each cluster's status (and its JSON text) as last built, kept while its
     shape, its servers' `show stat` rows and its discovery state are the same.
 
     The daemon rewrites status.json after every apply and health change; at
@@ -317,14 +352,18 @@ class ClusterCache:
         self._kept = kept
         return [kept[c.name].status for c in shape]
 
-    def json_of(self, status: ClusterStatus) -> dict[str, Any]:
-        """`status.to_json()`, built once for a kept status. Treat it as read-only."""
+    def text_of(self, status: ClusterStatus) -> str:
+        """`status` as compact JSON text, encoded once for a kept status."""
         kept = self._kept.get(status.name)
         if kept is None or kept.status is not status:
-            return status.to_json()
-        if kept.json is None:
-            kept.json = status.to_json()
-        return kept.json
+            return _compact(status.to_json())
+        if kept.text is None:
+            kept.text = _compact(status.to_json())
+        return kept.text
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _same(kept: _Kept, shape: ClusterShape, rows: tuple[StatRow | None, ...],
@@ -389,9 +428,4 @@ def summary(doc: StatusDocument) -> str:
 
 def state_counts(clusters: Iterable[ClusterStatus]) -> dict[tuple[str, str], int]:
     """(cluster, state) -> number of nodes, with a zero for every state."""
-    clusters = list(clusters)
-    counts = {(c.name, state): 0 for c in clusters for state in STATES}
-    for cluster in clusters:
-        for node in cluster.nodes:
-            counts[(cluster.name, node.state)] += 1
-    return counts
+    return {(c.name, state): n for c in clusters for state, n in c.counts.items()}
