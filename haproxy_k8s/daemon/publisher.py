@@ -161,7 +161,8 @@ class StatusPublisher:
         self._log_fail_open(doc)
         self._nodes = sum(len(c.nodes) for c in doc.clusters)
         self._counts = [{"name": c.name, "up": c.up} for c in doc.clusters]
-        self.metrics.publish(snapshot_of(self.daemon.state, doc))
+        state = self.daemon.state
+        self.metrics.publish(lambda: snapshot_of(state, doc))
         # Compact, each unchanged cluster's text kept: a write at 3,000 nodes
         # encodes what changed. Unchanged apart from written_at: not rewritten.
         doc.daemon.written_at = None

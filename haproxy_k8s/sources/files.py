@@ -36,7 +36,7 @@ class FileSource:
         self.provenance: ProvenanceMap = {}
         # The files that set each node, indexed once per load: status asks
         # for every node on every write (3,000 at 1,000 clusters).
-        self._node_files: dict[tuple[str, str], set[str]] | None = None
+        self._node_files: dict[tuple[str, str], str] | None = None
         self._cache = FileCache()  # unchanged drop-ins are not read and parsed again
         self._raw: Mapping[str, Any] = {}  # the last load's merged files
         # A string value -> its key, of the last load: made when an error needs it.
@@ -110,8 +110,8 @@ class FileSource:
             for key, rel in self.provenance.items():
                 if len(key) >= 4 and key[0] == "clusters" and key[2] == "nodes":
                     index.setdefault((key[1], key[3]), set()).add(rel)
-            self._node_files = index
-        return ", ".join(sorted(self._node_files.get((cluster, node), ()))) or "discovery"
+            self._node_files = {node: ", ".join(sorted(files)) for node, files in index.items()}
+        return self._node_files.get((cluster, node)) or "discovery"
 
     def origin(self, cluster: str, node: str) -> str:
         """`conf.d/10-c.toml (clusters.c.nodes.m1)`, or `discovery`."""
