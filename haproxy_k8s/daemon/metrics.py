@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 THREAD_NAME = "haproxy-k8s-metrics"
 # How often the serving thread looks for a shutdown request: bounds close().
-SHUTDOWN_POLL = 0.1
+SHUTDOWN_POLL = 0.5  # serve_forever wakes this often only to see a shutdown
 # Connections served at once (a thread each); more are closed at once. A
 # scraper needs one; 800 idle connections must not make 800 threads.
 MAX_CONNECTIONS = 8
