@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -286,6 +287,9 @@ def state_dir_hint(config_dir: Path) -> str:
     this reads what it can: the full config, else the merged files, else the
     main file alone, else the default.
     """
+    quick = _state_dir_of_main(Path(config_dir))
+    if quick is not None:
+        return quick
     try:
         return load_config(config_dir).haproxy.state_dir
     except ConfigError:
@@ -298,6 +302,54 @@ def state_dir_hint(config_dir: Path) -> str:
         if isinstance(value, str) and value.startswith("/"):
             return value
     return DEFAULT_STATE_DIR
+
+
+# Bytes without which a drop-in cannot set haproxy.state_dir: the key itself,
+# or a \u escape in a quoted TOML or JSON key that could spell it.
+_MAY_NAME_STATE_DIR = re.compile(rb"state_dir|\\[uU]")
+
+
+def _state_dir_of_main(config_dir: Path) -> str | None:
+    """state_dir_hint() without parsing the drop-ins, when none can name the state dir.
+
+    `status` asks this on every run, and parsing 1,000 drop-ins to learn one key
+    that none of them sets was most of its time. When no drop-in contains the
+    key, the answer below is exactly the full one: valid or not, the merged
+    value is then the main file's. None: some drop-in may set it (or cannot be
+    read); the caller takes the full path.
+    """
+    try:
+        files = config_files(config_dir)
+    except ConfigError:
+        return None
+    main = config_dir / MAIN_FILE
+    if any(path != main and _may_name_state_dir(path) for path in files):
+        return None
+    try:
+        value = _main_raw(config_dir).get("haproxy", {}).get("state_dir")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_STATE_DIR
+    return value if isinstance(value, str) and value.startswith("/") else DEFAULT_STATE_DIR
+
+
+def _may_name_state_dir(path: Path) -> bool:
+    # A bare read, not _read_bytes(): a thousand of these must cost little. Whatever
+    # is odd about the file (unreadable, not regular, too big): yes, let the full path say.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+            return True
+        # Its size, not MAX_FILE_BYTES: a 1 MiB buffer per file cost more than the reads.
+        data = os.read(fd, info.st_size + 1)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return len(data) > info.st_size or _MAY_NAME_STATE_DIR.search(data) is not None
 
 
 def _merged_raw(config_dir: Path) -> RawConfig:
