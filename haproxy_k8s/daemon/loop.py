@@ -31,7 +31,7 @@ from ..sources.secretfiles import SecretFiles
 from ..vip.manager import VipManager
 from ..vip.metrics import VipCollector
 from . import inspect, reexec, requests, supervise
-from .control import ControlServer, Request
+from .control import READ_ONLY_OPS, ControlServer, Request
 from .debounce import Debouncer
 from .events import EventLog
 from .health import HealthPoller, poll_interval, up_nodes_of
@@ -362,7 +362,8 @@ class Daemon:
             # A burst of file events must not turn into a burst of socket
             # round trips: supervise once a tick, or at once on news.
             now = time.monotonic()
-            news = event is not None and event.kind in ("health", "control")
+            news = event is not None and (event.kind == "health" or (
+                event.request is not None and event.request.op not in READ_ONLY_OPS))
             if now >= self._next_supervise or news:
                 self._next_supervise = now + TICK
                 self._supervise(force_status=news)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ..config.model import backend_name
 from ..errors import HaproxyK8sError
 from . import inspect
 from .control import Request
@@ -20,6 +21,9 @@ def answer(daemon: Daemon, request: Request) -> None:
         # The daemon's own view, live: what status.json says when it can be written.
         assert daemon.publisher is not None
         request.answer({"ok": True, "daemon": asdict(daemon.publisher.daemon_status())})
+        return
+    if request.op == "document":
+        request.answer(document(daemon, request.args.get("cluster")))
         return
     if request.op in inspect.READ_OPS:
         request.answer(inspect.answer(daemon, request.op, request.args))
@@ -47,3 +51,22 @@ def answer(daemon: Daemon, request: Request) -> None:
         # Read HAProxy back now: a `status` or `describe` right after the verb shows it.
         daemon.health.poll()
     request.answer({"ok": True, "target": target, "state": request.op})
+
+
+def document(daemon: Daemon, cluster: object = None) -> dict[str, Any]:
+    """The whole status document as the daemon holds it (`haproxy-k8s status`), or
+    one cluster's: one request instead of reading status.json and HAProxy's sockets.
+
+    Node states are as fresh as HAProxy's log messages make them; one cluster's
+    rows are read again first, which costs one small `show stat`.
+    """
+    assert daemon.publisher is not None and daemon.applier is not None
+    applied = daemon.applier.applied
+    # Only a configured name reaches HAProxy's CLI: the argument is the caller's text.
+    known = isinstance(cluster, str) and applied is not None and applied.cluster(cluster)
+    if known and daemon.health is not None and daemon.health.latest().reachable:
+        daemon.health.refresh({backend_name(str(cluster))})
+    doc = daemon.publisher.document()
+    if cluster is not None:
+        doc.clusters = [c for c in doc.clusters if c.name == cluster]
+    return {"ok": True, "document": doc.to_json()}
