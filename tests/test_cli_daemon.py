@@ -166,7 +166,9 @@ def test_a_removed_node_shows_draining_with_its_sessions_until_gone(
     try:
         def m2_busy() -> bool:
             clients.append(socket.create_connection((BALANCER, running.port), timeout=2.0))
-            found = node(json.loads(running.run("status", "--json")[1]), "m2")
+            # One cluster: the daemon reads its sessions again (the whole document's
+            # sessions are as of its last full read, up to 10 s here).
+            found = node(json.loads(running.run("status", "cluster-0", "--json")[1]), "m2")
             return bool(found and found["sessions"])
 
         wait_until(m2_busy, 10.0, interval=0.1, message="a session on m2")
