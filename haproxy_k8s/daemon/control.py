@@ -29,9 +29,15 @@ log = logging.getLogger(__name__)
 
 THREAD_NAME = "haproxy-k8s-control"
 MAX_REQUEST = 64 * 1024
+# A reply may be the whole status document: about 150 bytes per node, so a
+# megabyte at 6,000 nodes. The cap only stops a runaway peer.
+MAX_REPLY = 256 * 1024 * 1024
+REPLY_CHUNK = 256 * 1024
 IO_TIMEOUT = 5.0  # a client that connects and says nothing is dropped after this
 ANSWER_TIMEOUT = 120.0  # the loop answers after the apply: a reload may take a while
-OPS = ("reload", "drain", "ready", "maint", "describe", "events", "diff", "status")
+OPS = ("reload", "drain", "ready", "maint", "describe", "events", "diff", "status", "document")
+# Ops that change nothing: answering them is no news for status.json.
+READ_ONLY_OPS = ("describe", "events", "diff", "status", "document")
 
 
 @dataclass
@@ -152,9 +158,36 @@ def _read_line(conn: socket.socket) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
+def _read_reply(sock: socket.socket) -> bytes:
+    """One reply line, however long (up to MAX_REPLY).
+
+    Chunks are kept in a list and only the newest is searched for the end:
+    appending to one bytes object and searching all of it each time was
+    quadratic in a reply of a megabyte.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = sock.recv(REPLY_CHUNK)
+        if not chunk:
+            break
+        end = chunk.find(b"\n")
+        if end >= 0:
+            chunks.append(chunk[:end])
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_REPLY:
+            raise ValueError("reply too long")
+    return b"".join(chunks)
+
+
 def _send(conn: socket.socket, reply: dict[str, Any]) -> None:
+    # Compact: a status document is a megabyte at 6,000 nodes; the C encoder
+    # writes it in one pass either way, but the client reads less.
+    data = json.dumps(reply, separators=(",", ":")).encode() + b"\n"
     with contextlib.suppress(OSError):  # the client gave up: nothing to tell
-        conn.sendall(json.dumps(reply).encode() + b"\n")
+        conn.sendall(data)
 
 
 # -- the client side (CLI) -------------------------------------------------------------------
@@ -172,14 +205,17 @@ def call(path: Path, op: str, args: dict[str, Any] | None = None,
         except OSError as e:
             raise RuntimeApiError(f"no running daemon ({path}: {e.strerror or e})") from e
         sock.sendall(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
-        line = _read_line(sock)
+        line = _read_reply(sock)
     except TimeoutError as e:
         raise RuntimeApiError(f"the daemon did not answer within {timeout:g}s") from e
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise RuntimeApiError(f"control socket {path}: {e}") from e
     finally:
         sock.close()
     if not line:
         raise RuntimeApiError("the daemon closed the control socket without an answer")
-    reply: dict[str, Any] = json.loads(line)
+    try:
+        reply: dict[str, Any] = json.loads(line)
+    except ValueError as e:  # cut short: the daemon ended while answering
+        raise RuntimeApiError(f"the daemon's answer is not JSON: {e}") from e
     return reply

@@ -31,10 +31,10 @@ from ..sources.secretfiles import SecretFiles
 from ..vip.manager import VipManager
 from ..vip.metrics import VipCollector
 from . import inspect, reexec, requests, supervise
-from .control import ControlServer, Request
+from .control import READ_ONLY_OPS, ControlServer, Request
 from .debounce import Debouncer
 from .events import EventLog
-from .health import HealthPoller, poll_interval, up_nodes_of
+from .health import MAX_TARGETED, HealthPoller, poll_interval, up_nodes_of
 from .holddown import HoldDown, destructive_changes
 from .lock import StateDirLock
 from .publisher import StatusPublisher
@@ -237,8 +237,10 @@ class Daemon:
             outcome.error = self.files.locate(outcome.error)
         self.state.record_apply(outcome, reason)
         inspect.record_apply(self, outcome, reason, before)
-        if self.health is not None and outcome.backends:
-            self.health.notify(set(outcome.backends))  # these servers came, went or moved
+        if self.health is not None and 0 < len(outcome.backends) <= MAX_TARGETED:
+            # These servers came, went or moved: read them back now, so the
+            # status written below shows them (a drained node as DRAIN).
+            self.health.refresh(set(outcome.backends))
         elif self.health is not None and outcome.action is not ApplyAction.NOOP:
             self.health.request_full()  # a new worker: every server is new
         self._refresh_config_settings()
@@ -372,7 +374,8 @@ class Daemon:
             # A burst of file events must not turn into a burst of socket
             # round trips: supervise once a tick, or at once on news.
             now = time.monotonic()
-            news = event is not None and event.kind in ("health", "control")
+            news = event is not None and (event.kind == "health" or (
+                event.request is not None and event.request.op not in READ_ONLY_OPS))
             if now >= self._next_supervise or news:
                 self._next_supervise = now + TICK
                 self._supervise(force_status=news)

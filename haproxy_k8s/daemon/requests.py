@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config.model import cluster_backends
 from ..errors import HaproxyK8sError
@@ -21,6 +21,9 @@ def answer(daemon: Daemon, request: Request) -> None:
         # The daemon's own view, live: what status.json says when it can be written.
         assert daemon.publisher is not None
         request.answer({"ok": True, "daemon": asdict(daemon.publisher.daemon_status())})
+        return
+    if request.op == "document":
+        request.answer(document(daemon, request.args.get("cluster")))
         return
     if request.op in inspect.READ_OPS:
         request.answer(inspect.answer(daemon, request.op, request.args))
@@ -51,3 +54,22 @@ def answer(daemon: Daemon, request: Request) -> None:
         # are 6,000 servers): a `status` or `describe` right after the verb shows it.
         daemon.health.refresh(set(cluster_backends(cluster)))
     request.answer({"ok": True, "target": target, "state": request.op})
+
+
+def document(daemon: Daemon, cluster: object = None) -> dict[str, Any]:
+    """The whole status document as the daemon holds it (`haproxy-k8s status`), or
+    one cluster's: one request instead of reading status.json and HAProxy's sockets.
+
+    Node states are as fresh as HAProxy's log messages make them; one cluster's
+    rows are read again first, which costs one small `show stat`.
+    """
+    assert daemon.publisher is not None and daemon.applier is not None
+    applied = daemon.applier.applied
+    # Only a configured name reaches HAProxy's CLI: the argument is the caller's text.
+    known = applied.cluster(cluster) if isinstance(cluster, str) and applied else None
+    if known is not None and daemon.health is not None and daemon.health.latest().reachable:
+        daemon.health.refresh(set(cluster_backends(known)))
+    doc = daemon.publisher.document()
+    if cluster is not None:
+        doc.clusters = [c for c in doc.clusters if c.name == cluster]
+    return {"ok": True, "document": doc.to_json()}

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import psutil
-
 from .. import proc
 from ..errors import ProcessError, RuntimeApiError
 from ..fileio import write_atomic
@@ -327,6 +325,8 @@ def read_pid(path: Path) -> int | None:
 
 
 def _is_haproxy(pid: int) -> bool:
+    import psutil  # here: `status` imports this module for read_pid() alone
+
     try:
         return "haproxy" in psutil.Process(pid).name()
     except psutil.Error:
