@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.model import Config, backend_name, cluster_of_backend
@@ -49,6 +49,10 @@ class HealthSnapshot:
     rows: StatRows | None = None
     taken_at: float = 0.0  # time.monotonic(); 0 before the first poll
     error: str | None = "not polled yet"
+    # When each backend's rows were read (time.monotonic()): a backend is read
+    # again on news, the rest only by the slow full read, so their `lastchg`
+    # ages are as of then (status_ages() brings them up to now).
+    read_at: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def reachable(self) -> bool:
@@ -230,7 +234,9 @@ class HealthPoller:
         except RuntimeApiError as e:
             return self._publish(HealthSnapshot(None, time.monotonic(), str(e)))
         changed = self._note(rows)
-        snapshot = self._publish(HealthSnapshot(rows, time.monotonic(), None))
+        now = time.monotonic()
+        snapshot = self._publish(HealthSnapshot(rows, now, None,
+                                                dict.fromkeys({b for b, _ in rows}, now)))
         if changed and self.on_change is not None:
             self.on_change()
         return snapshot
@@ -251,7 +257,9 @@ class HealthPoller:
             rows = {k: v for k, v in base.items() if k[0] not in backends}
             rows.update(fresh)
             changed = self._note(fresh, forget=False)
-            snapshot = self._publish(HealthSnapshot(rows, time.monotonic(), None))
+            now = time.monotonic()
+            read_at = {**self.latest().read_at, **dict.fromkeys(backends, now)}
+            snapshot = self._publish(HealthSnapshot(rows, now, None, read_at))
         if changed and self.on_change is not None:
             self.on_change()
         return snapshot
