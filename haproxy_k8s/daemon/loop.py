@@ -8,6 +8,7 @@ one place merges desired state, applies it and talks to the HAProxy master.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import queue
@@ -198,6 +199,7 @@ class Daemon:
         self._ready = True
         self.publisher.write()
         self.notifier.ready(self.publisher.summary())
+        quiet_collector()
         if self.on_ready is not None:
             self.on_ready()
 
@@ -421,3 +423,19 @@ class Daemon:
         if self.publisher is not None:
             self.publisher.write_final()
         log.info("stopped")
+
+
+# Python's cyclic collector by default runs every 700 net allocations, and a
+# full pass over the heap whenever it grew by a quarter: at 1,000 clusters
+# (a million objects, nearly none in cycles) full passes took 30-160 ms
+# each, several per edit. Collecting young objects every 20,000 allocations
+# instead keeps cyclic garbage short-lived and full passes rare.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def quiet_collector() -> None:
+    """Once the daemon is up: what start-up made (modules, templates) is kept
+    out of every later collection, and collections come less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
