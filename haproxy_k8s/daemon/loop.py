@@ -28,7 +28,7 @@ from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.discovery import DiscoverySources
 from ..sources.files import FileSource
-from ..sources.secretfiles import SecretFiles
+from ..sources.secretfiles import SecretFiles, secret_files
 from ..vip.manager import VipManager
 from ..vip.metrics import VipCollector
 from . import inspect, reexec, requests, supervise
@@ -45,7 +45,10 @@ from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 
-TICK = 0.5  # seconds between supervision rounds when nothing happens
+# Seconds between supervision rounds when nothing happens; half that while a
+# [vip] is configured: the VIP's fitness follows HAProxy's death within it.
+TICK = 1.0
+VIP_TICK = 0.5
 MAX_BACKOFF = 30.0
 
 
@@ -192,6 +195,8 @@ class Daemon:
         assert self.applier is not None and self.health is not None
         assert self.publisher is not None
         self.health.poll()
+        # The password files as they are now: a change after READY is a change.
+        self._secret_files.changed(secret_files(self.applier.applied, self.applier.attempted))
         problems = wait_serving(self.applier.applied, self.promex)
         for problem in problems:
             log.error("not serving after start: %s", problem)
@@ -365,7 +370,8 @@ class Daemon:
                     if d is not None]
             due = min(dues) if dues else None
             try:
-                event = self.events.get(timeout=TICK if due is None else max(0.0, min(due, TICK)))
+                tick = self._tick()
+                event = self.events.get(timeout=tick if due is None else max(0.0, min(due, tick)))
             except queue.Empty:
                 event = None
             if event is not None and event.kind in ("stop", reexec.EVENT):
@@ -379,8 +385,11 @@ class Daemon:
             news = event is not None and (event.kind == "health" or (
                 event.request is not None and event.request.op not in READ_ONLY_OPS))
             if now >= self._next_supervise or news:
-                self._next_supervise = now + TICK
+                self._next_supervise = now + self._tick()
                 self._supervise(force_status=news)
+
+    def _tick(self) -> float:
+        return VIP_TICK if self.vip is not None and self.vip.settings is not None else TICK
 
     def _handle(self, event: Event | None) -> None:
         now = time.monotonic()

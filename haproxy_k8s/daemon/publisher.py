@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATUS_REFRESH = 5.0  # seconds between status.json rewrites when nothing happens
+STATUS_REFRESH = 10.0  # seconds between status.json rewrites when nothing happens
 # News (a health transition) rewrites it at once, but not more often than
 # this: HAProxy's log messages can report thousands of servers going DOWN
 # one after another (first checks at 1,000 clusters), and each rebuild of
