@@ -19,7 +19,7 @@ from ..config.model import Config, backend_name, cluster_of_backend
 from ..errors import RuntimeApiError
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import SERVER_COLUMNS, RuntimeClient
-from ..sources.kubernetes import UpNodes
+from ..sources.base import UpNodes
 from .logsink import LogSink
 from .states import StatRow, StatRows, check_reason, node_state
 
