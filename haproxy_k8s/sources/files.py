@@ -36,7 +36,7 @@ class FileSource:
         self.provenance: ProvenanceMap = {}
         # The files that set each node, indexed once per load: status asks
         # for every node on every write (3,000 at 1,000 clusters).
-        self._node_files: dict[tuple[str, str], set[str]] | None = None
+        self._node_files: dict[tuple[str, str], str] | None = None
         self._values: dict[str, tuple[str, ...]] = {}  # a string value -> its key, last load
         self._unread: list[str] = []
         # Files of the last load that had content: a save that truncates one
@@ -105,8 +105,12 @@ class FileSource:
             for key, rel in self.provenance.items():
                 if len(key) >= 4 and key[0] == "clusters" and key[2] == "nodes":
                     index.setdefault((key[1], key[3]), set()).add(rel)
-            self._node_files = index
-        return ", ".join(sorted(self._node_files.get((cluster, node), ()))) or "discovery"
+            # Kept as the answer, one string per set of files: a set per node was
+            # 0.9 MiB at 3,000 nodes.
+            texts: dict[str, str] = {}
+            self._node_files = {node: texts.setdefault(text, text) for node, files
+                                in index.items() if (text := ", ".join(sorted(files)))}
+        return self._node_files.get((cluster, node)) or "discovery"
 
     def origin(self, cluster: str, node: str) -> str:
         """`conf.d/10-c.toml (clusters.c.nodes.m1)`, or `discovery`."""
