@@ -20,6 +20,7 @@ from ..errors import RuntimeApiError
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import SERVER_COLUMNS, RuntimeClient
 from ..sources.base import UpNodes
+from . import malloc
 from .logsink import LogSink
 from .states import StatRow, StatRows, check_reason, node_state
 
@@ -231,6 +232,7 @@ class HealthPoller:
             return self._publish(HealthSnapshot(None, time.monotonic(), str(e)))
         changed = self._note(rows)
         snapshot = self._publish(HealthSnapshot(rows, time.monotonic(), None))
+        malloc.trim()  # a full read parses every server's ~120 columns: a burst
         if changed and self.on_change is not None:
             self.on_change()
         return snapshot
