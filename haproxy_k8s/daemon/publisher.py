@@ -114,6 +114,8 @@ class StatusPublisher:
         if (self._news and now >= self._written_at + NEWS_SPACING) \
                 or now >= self._written_at + refresh:
             self.write()
+            # After the document and its JSON, written or not: the biggest burst of a round.
+            malloc.trim()
 
     def write(self) -> None:
         """Publish status.json and the metrics snapshot."""
@@ -139,7 +141,6 @@ class StatusPublisher:
                 log.error("%s", self._error)
             return
         self._last_text, self._error = text, None
-        malloc.trim()  # after the document and its JSON: the biggest burst of a round
 
     def _log_fail_open(self, doc: StatusDocument) -> None:
         """Say once when a cluster starts and stops failing open (not every rewrite)."""
