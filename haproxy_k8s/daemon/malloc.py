@@ -8,7 +8,8 @@ daemon's ~8 threads gets an arena of its own that keeps its free memory too.
 At 1,000 clusters that was 10-30 MiB of RSS after a few edits. A fixed
 threshold returns those blocks to the kernel at free(); two arenas are plenty
 for threads that mostly wait for the GIL. What the heap still keeps (free
-chunks between live ones) `trim` gives back after each status write.
+chunks between live ones) `trim` gives back after each status round and
+full health read.
 
 An operator's own MALLOC_ARENA_MAX / MALLOC_MMAP_THRESHOLD_ (read by glibc at
 start) win: a setting given in the environment is left alone.
