@@ -91,9 +91,11 @@ def cmd_firewall(args: argparse.Namespace) -> int:
 
 # -- run ----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..daemon import malloc
     from ..daemon.logsetup import setup_logging
     from ..daemon.loop import Daemon
 
+    malloc.tune()  # before any thread starts: see daemon/malloc.py
     setup_logging(args.log_level)
     # watchdog logs every inotify event at debug level: far too much even for debugging us.
     logging.getLogger("watchdog").setLevel(logging.INFO)

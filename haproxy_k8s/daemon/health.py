@@ -19,7 +19,8 @@ from ..config.model import Config, backend_name, cluster_of_backend
 from ..errors import RuntimeApiError
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import SERVER_COLUMNS, RuntimeClient
-from ..sources.kubernetes import UpNodes
+from ..sources.base import UpNodes
+from . import malloc
 from .logsink import LogSink
 from .states import StatRow, StatRows, check_reason, node_state
 
@@ -237,6 +238,7 @@ class HealthPoller:
         now = time.monotonic()
         snapshot = self._publish(HealthSnapshot(rows, now, None,
                                                 dict.fromkeys({b for b, _ in rows}, now)))
+        malloc.trim()  # a full read parses every server's ~120 columns: a burst
         if changed and self.on_change is not None:
             self.on_change()
         return snapshot

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..clock import utc_at, utc_now
 from ..config.model import Cluster, Config, Node
 from ..fileio import write_atomic
+from . import malloc
 from .access import access_for
 from .holddown import HoldDown
 from .metrics import MetricsExporter, snapshot_of
@@ -153,6 +154,8 @@ class StatusPublisher:
         if (self._news and now >= self._written_at + NEWS_SPACING) \
                 or now >= self._written_at + refresh:
             self.write()
+            # After the document and its JSON, written or not: the biggest burst of a round.
+            malloc.trim()
 
     def write(self) -> None:
         """Publish status.json and the metrics snapshot."""

@@ -23,6 +23,7 @@ from .replies import (
     parse_servers_state,
     parse_show_proc,
     parse_show_stat,
+    server_stats,
     servers_state_by_server,
     stats_by_server,
 )
@@ -141,7 +142,9 @@ class RuntimeClient:
         backend or all, with only `columns`: what the health view reads."""
         line = f"show stat {backend or -1} {STAT_TYPE_SERVER} -1"
         try:
-            return stats_by_server(parse_show_stat(self._send(line), columns))
+            if columns is not None:
+                return server_stats(self._send(line), columns)
+            return stats_by_server(parse_show_stat(self._send(line)))
         except ValueError as e:
             raise RuntimeApiError(f"{self.path}: {e}") from e
 
