@@ -16,7 +16,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ..clock import utc_at, utc_now
-from ..config.model import Cluster, Config, Node
+from ..config.model import Config, Node
 from ..fileio import write_atomic
 from . import malloc
 from .access import access_for
@@ -34,8 +34,9 @@ from .status import (
     summary,
 )
 
-# A cluster's shape depends on the cluster, its nodes' drop-ins and its nodes draining out.
-ShapeKey = tuple[Cluster, tuple[str, ...], tuple[Node, ...]]
+# A cluster's shape depends on its name, binds, nodes, hostnames and fail-open, its
+# nodes' drop-ins and its nodes draining out.
+ShapeKey = tuple[tuple[object, ...], tuple[str, ...], tuple[Node, ...]]
 
 if TYPE_CHECKING:
     from .loop import Daemon
@@ -106,13 +107,17 @@ class StatusPublisher:
                 and self._shape_of[1] == removals:
             return self._shape_of[2]
         gone = removals_by_cluster(removals)
-        kept, shapes = {}, []
+        kept: dict[str, tuple[ShapeKey, ClusterShape]] = {}
+        shapes = []
         for c in config.clusters:
-            key = (c, tuple(d.files.source(c.name, n.name) for n in c.nodes),
+            # By value, not by Cluster: a changed default (every cluster a new
+            # object) leaves the shapes as they were.
+            key: ShapeKey = ((c.name, c.binds, c.nodes, c.sni, c.settings.fail_open),
+                   tuple(d.files.source(c.name, n.name) for n in c.nodes),
                    gone.get(c.name, ()))
             old = self._cluster_shapes.get(c.name)
-            shape = old[1] if old is not None and old[0][0] is c and old[0][1:] == key[1:] \
-                else cluster_shape(*key)
+            shape = old[1] if old is not None and old[0] == key \
+                else cluster_shape(c, key[1], key[2])
             kept[c.name] = (key, shape)
             shapes.append(shape)
         self._cluster_shapes = kept
