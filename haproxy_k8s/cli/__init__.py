@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config.model import DEFAULT_CONFIG_DIR
+from ..config.names import DEFAULT_CONFIG_DIR
 from ..errors import HaproxyK8sError
 from ..haproxy.paths import StatePaths
 

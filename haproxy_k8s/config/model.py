@@ -13,37 +13,37 @@ from enum import StrEnum
 
 from ..vip.model import VipSettings
 
-DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
-DEFAULT_STATE_DIR = "/run/haproxy-k8s"
-# HAProxy backends are named after their cluster: the one place this is spelled.
-BACKEND_PREFIX = "be_"
-# The fail-open twin of a cluster's backend (same nodes, no checks): its own prefix,
-# so nothing that maps backends to clusters mistakes it for a cluster.
-FAILOPEN_PREFIX = "fo_"
-
-
-def backend_name(cluster: str) -> str:
-    return BACKEND_PREFIX + cluster
-
-
-def failopen_backend_name(cluster: str) -> str:
-    return FAILOPEN_PREFIX + cluster
+# Re-exported: they live in names.py, so `status` can use them without the model.
+from .names import (
+    BACKEND_PREFIX as BACKEND_PREFIX,
+)
+from .names import (
+    DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR,
+)
+from .names import (
+    DEFAULT_STATE_DIR as DEFAULT_STATE_DIR,
+)
+from .names import (
+    FAILOPEN_PREFIX as FAILOPEN_PREFIX,
+)
+from .names import (
+    backend_name as backend_name,
+)
+from .names import (
+    cluster_of_backend as cluster_of_backend,
+)
+from .names import (
+    cluster_of_failopen as cluster_of_failopen,
+)
+from .names import (
+    failopen_backend_name as failopen_backend_name,
+)
 
 
 def cluster_backends(cluster: Cluster) -> tuple[str, ...]:
     """Every backend that holds `cluster`'s servers: its own, and its fail-open twin."""
     own = backend_name(cluster.name)
     return (own, failopen_backend_name(cluster.name)) if cluster.settings.fail_open else (own,)
-
-
-def cluster_of_failopen(backend: str) -> str | None:
-    """The cluster a fail-open twin backend (`fo_NAME`) belongs to; None otherwise."""
-    return backend[len(FAILOPEN_PREFIX):] if backend.startswith(FAILOPEN_PREFIX) else None
-
-
-def cluster_of_backend(backend: str) -> str | None:
-    """The cluster a backend belongs to; None for backends that are not ours."""
-    return backend[len(BACKEND_PREFIX):] if backend.startswith(BACKEND_PREFIX) else None
 
 
 # StrEnum: members are their strings, so templates, JSON and comparisons with

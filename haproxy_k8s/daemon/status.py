@@ -12,12 +12,15 @@ import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..clock import parse_utc as parse_utc
 from ..clock import utc_now as utc_now
-from ..config.model import Cluster, Config, Node, backend_name
+from ..config.names import backend_name
 from .states import STATES, StatRow, StatRows, admin_state, check_text, node_state, row_int
+
+if TYPE_CHECKING:
+    from ..config.model import Cluster, Config, Node
 
 EXIT_OK, EXIT_DEGRADED, EXIT_CLUSTER_DOWN, EXIT_UNREACHABLE = 0, 1, 2, 3
 HISTORY = 20  # apply outcomes kept in `daemon.history`
