@@ -142,7 +142,9 @@ class Daemon:
             self.state.generation = 1
         if error is not None:
             self._serve_last_good(error, adopted is not None)
-        outcome = self.apply("start")
+        # The config just loaded, not a second load: an edit made meanwhile was
+        # seen by the watcher, which started first, and applies next.
+        outcome = self.apply("start", config if error is None else None)
         if not self.applier.master.alive() and isinstance(outcome.error, ConfigError):
             # Not only broken drop-ins: an unreadable password file, a taken port.
             self._serve_last_good(outcome.error, adopted is not None)
@@ -442,9 +444,15 @@ class Daemon:
 GC_THRESHOLDS = (20_000, 20, 20)
 
 
+def collect_seldom() -> None:
+    """Collections less often, from the start: the first load and start build
+    the whole model, and full passes over a growing heap made it slower."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def quiet_collector() -> None:
     """Once the daemon is up: what start-up made (modules, templates) is kept
     out of every later collection, and collections come less often."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    collect_seldom()
