@@ -103,9 +103,14 @@ def rss_mib(pid: int) -> float:
 
 
 # -- waiting -------------------------------------------------------------------------------
+class Gone(RuntimeError):
+    """What a wait was for can no longer happen (the process exited): stop waiting."""
+
+
 def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.01,
              what: str = "condition") -> T:
-    """Poll until `predicate` returns something truthy; exceptions count as "not yet"."""
+    """Poll until `predicate` returns something truthy; exceptions count as "not yet",
+    except Gone."""
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -114,6 +119,8 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.01,
             if value:
                 return value
             last = value
+        except Gone:
+            raise
         except Exception as e:  # a server still starting refuses connects
             last = e
         if time.monotonic() >= deadline:

@@ -22,7 +22,7 @@ from haproxy_k8s.haproxy.sockets import AdminSocket, MasterSocket
 from testkit.configdir import ConfigDir
 from testkit.procs import child_env, kill_tree, stop_popen
 
-from .common import REGISTRY, python_module, source_env, wait_for
+from .common import REGISTRY, Gone, python_module, source_env, wait_for
 
 
 class System:
@@ -68,7 +68,7 @@ class System:
     def _started(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited {self.proc.returncode}: {self.log_tail()}")
+            raise Gone(f"{self.name} exited {self.proc.returncode}: {self.log_tail()}")
         return self.ready()
 
     def ready(self) -> bool:
