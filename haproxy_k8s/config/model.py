@@ -6,6 +6,7 @@ planner can be tested on values alone. Durations are kept in milliseconds.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -303,4 +304,10 @@ class Config:
     vip: VipSettings | None = None  # keepalived-driven virtual IP (vip/)
 
     def cluster(self, name: str) -> Cluster | None:
-        return next((c for c in self.clusters if c.name == name), None)
+        return self._clusters_by_name.get(name)
+
+    @functools.cached_property
+    def _clusters_by_name(self) -> dict[str, Cluster]:
+        # Made once per config: the planner and the hold-down ask for each of
+        # 1,000 clusters, and a scan each time made an apply quadratic.
+        return {c.name: c for c in self.clusters}

@@ -19,6 +19,7 @@ from typing import Any
 from ..config.model import Config
 from ..errors import ConfigError, HaproxyK8sError
 from ..fileio import publish, write_atomic
+from ..haproxy.paths import StatePaths
 from . import heartbeat, unitside, wedge
 from .check import check_keepalived
 from .model import Manage, VipSettings
@@ -47,9 +48,12 @@ def read_password(path: str) -> str:
 
 
 def config_digest(text: str, state_dir: str) -> str:
-    """sha256 of a rendered config, with this host's state dir taken out: two
-    balancers with the same drop-ins hash the same even if their paths differ."""
-    return hashlib.sha256(text.replace(state_dir, "@STATE_DIR@").encode()).hexdigest()
+    """sha256 of a rendered config, with this host's state dir taken out (and the
+    log socket named after it): two balancers with the same drop-ins hash the
+    same even if their paths differ."""
+    log_socket = StatePaths(Path(state_dir)).log_socket
+    text = text.replace(state_dir, "@STATE_DIR@").replace(log_socket, "@LOG_SOCKET@")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def fit_reason(master_alive: bool, clusters: Sequence[Mapping[str, Any]]) -> str:
