@@ -38,11 +38,14 @@ class Registry:
         self._popens: list[subprocess.Popen[bytes]] = []
         self._pids: set[int] = set()
 
-    def spawn(self, args: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    def spawn(self, args: list[str], log: Path | None = None,
+              source: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start `args`; `source`: import haproxy_k8s from that checkout instead of ours."""
         out = log.open("ab") if log is not None else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, env=child_env(), cwd=str(REPO))
+                                    stderr=subprocess.STDOUT, env=source_env(source),
+                                    cwd=str(source or REPO))
         finally:
             if log is not None:
                 out.close()  # type: ignore[union-attr]
@@ -78,6 +81,14 @@ class Registry:
 REGISTRY = Registry()
 
 
+def source_env(source: Path | None) -> dict[str, str]:
+    """child_env(), importing haproxy_k8s from the checkout `source` when given."""
+    env = child_env()
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    return env
+
+
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
@@ -92,9 +103,14 @@ def rss_mib(pid: int) -> float:
 
 
 # -- waiting -------------------------------------------------------------------------------
+class Gone(RuntimeError):
+    """What a wait was for can no longer happen (the process exited): stop waiting."""
+
+
 def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.01,
              what: str = "condition") -> T:
-    """Poll until `predicate` returns something truthy; exceptions count as "not yet"."""
+    """Poll until `predicate` returns something truthy; exceptions count as "not yet",
+    except Gone."""
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
@@ -103,6 +119,8 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.01,
             if value:
                 return value
             last = value
+        except Gone:
+            raise
         except Exception as e:  # a server still starting refuses connects
             last = e
         if time.monotonic() >= deadline:

@@ -9,7 +9,8 @@ from typing import Any
 
 from .scenarios import Result, Row
 
-HEADER = ("scenario", "metric", "unit", "ours", "baseline", "ours/baseline", "target", "met")
+HEADER = ("scenario", "metric", "unit", "ours", "baseline", "ours/baseline", "previous",
+          "ours/previous", "target", "met")
 
 
 def fmt(value: Any) -> str:
@@ -40,9 +41,10 @@ def verdict(row: Row) -> str:
 
 
 def cells(row: Row) -> tuple[str, ...]:
-    ratio = row.ratio
+    ratio, previous = row.ratio, row.ratio_previous
     return (row.scenario, row.metric, row.unit, fmt(row.ours), fmt(row.baseline),
-            "-" if ratio is None else f"{ratio:.2f}x", row.target, verdict(row))
+            "-" if ratio is None else f"{ratio:.2f}x", fmt(row.previous),
+            "-" if previous is None else f"{previous:.2f}x", row.target, verdict(row))
 
 
 def text_table(results: list[Result]) -> str:
@@ -101,7 +103,10 @@ def markdown(results: list[Result], env: dict[str, Any], analysis: str, command:
         "python -m bench --quick               # every scenario, few iterations (about 1 minute)",
         "```",
         "",
-        "Options: `--only edit,runtime,hitless,failover,scale,idle`, `--doc PATH` (write the "
+        "Options: `--only edit,runtime,hitless,failover,scale,idle,soak,huge` (soak: 10 "
+        "minutes of edits at 1,000 clusters; huge: 10,000 clusters), `--previous REF` (also "
+        "run the daemon of git REF, e.g. `main`, from a temporary worktree in the scale "
+        "and idle scenarios: the previous and ours/previous columns), `--doc PATH` (write the "
         "report elsewhere; a full run of every scenario writes docs/benchmarks.md), "
         "`--keep` (keep the temporary directory with every log), `--redoc RESULTS_JSON` (run "
         "nothing, rewrite this file from a saved run, e.g. after editing bench/analysis.md). "

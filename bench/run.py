@@ -20,6 +20,7 @@ from . import baseline as baseline_mod
 from .common import REGISTRY, REPO
 from .report import load_results, markdown, results_json, text_table, write
 from .scenarios import SCENARIOS, Context, Result
+from .systems import PREVIOUS
 
 DOC = REPO / "docs" / "benchmarks.md"
 ANALYSIS = REPO / "bench" / "analysis.md"
@@ -70,6 +71,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--doc", type=Path, help="write the markdown report here "
                         "(default: docs/benchmarks.md after a full run of every scenario)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--previous", metavar="REF", help="also run the daemon of git REF "
+                        "(e.g. main) in the scale and idle scenarios, from a temporary "
+                        "git worktree, with this interpreter and its libraries")
     parser.add_argument("--redoc", type=Path, metavar="RESULTS_JSON",
                         help="run nothing: rewrite the report (--doc, default "
                         "docs/benchmarks.md) from a saved bench/results file, e.g. after "
@@ -82,6 +86,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                      f"{', '.join(SCENARIOS)}")
     args.names = names
     return args
+
+
+def _checkout(ref: str, where: Path) -> Path:
+    """A detached git worktree of `ref`: the previous code, run side by side with ours."""
+    subprocess.run(["git", "worktree", "add", "--detach", str(where), ref], cwd=str(REPO),
+                   check=True, capture_output=True)
+    return where
+
+
+def _short(ref: str) -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", ref], cwd=str(REPO),
+                         capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "?"
 
 
 def _on_term(_signum: int, _frame: FrameType | None) -> None:
@@ -108,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_term)
     env = _environment(args.quick)
     ctx = Context(args.quick, _say, keep=args.keep)
+    if args.previous:
+        PREVIOUS.path = _checkout(args.previous, ctx.tmp / "previous")
+        env["previous"] = f"{args.previous} ({_short(args.previous)})"
     _say(f"bench: {env['haproxy']}; Python {env['python']}; scratch dir {ctx.tmp}")
     results: list[Result] = []
     failed: list[str] = []
@@ -129,12 +149,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         REGISTRY.cleanup()
+        if PREVIOUS.path is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(PREVIOUS.path)],
+                           cwd=str(REPO), capture_output=True, check=False)
         if not args.keep:
             shutil.rmtree(ctx.tmp, ignore_errors=True)
     env["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     env["duration_s"] = round(time.monotonic() - started)
     env["command"] = "python -m bench" + (" --quick" if args.quick else "") + (
-        f" --only {','.join(args.names)}" if args.names != list(SCENARIOS) else "")
+        f" --only {','.join(args.names)}" if args.names != list(SCENARIOS) else "") + (
+        f" --previous {args.previous}" if args.previous else "")
     _say("")
     _say(text_table(results))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -8,6 +8,7 @@ from the state dir and ports, same drop-ins) in a short /tmp directory.
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -22,12 +23,13 @@ from haproxy_k8s.haproxy.sockets import AdminSocket, MasterSocket
 from testkit.configdir import ConfigDir
 from testkit.procs import child_env, kill_tree, stop_popen
 
-from .common import REGISTRY, python_module, wait_for
+from .common import REGISTRY, Gone, python_module, source_env, wait_for
 
 
 class System:
     name = "?"
     module = "?"
+    source: Path | None = None  # a checkout to run instead of this one (Previous)
 
     def __init__(self, base: Path, defaults: str = "", main_extra: str = "") -> None:
         # As deployed: the config dir (/etc/haproxy-k8s) and the state dir
@@ -59,7 +61,7 @@ class System:
     def start(self, timeout: float = 60.0) -> float:
         """Start; return seconds until HAProxy serves (`ready()`)."""
         started = time.monotonic()
-        self.proc = REGISTRY.spawn(self.command(), self.log)
+        self.proc = REGISTRY.spawn(self.command(), self.log, self.source)
         wait_for(self._started, timeout, 0.01, f"{self.name} start")
         REGISTRY.adopt(self.haproxy_pid)
         return time.monotonic() - started
@@ -67,7 +69,7 @@ class System:
     def _started(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited {self.proc.returncode}: {self.log_tail()}")
+            raise Gone(f"{self.name} exited {self.proc.returncode}: {self.log_tail()}")
         return self.ready()
 
     def ready(self) -> bool:
@@ -145,6 +147,9 @@ class System:
         pass
 
 
+_APPLIES = re.compile(rb'"applies":\s*(\d+)')
+
+
 class Ours(System):
     """The real daemon, started like tests/daemonutil.DaemonProcess does."""
 
@@ -163,11 +168,25 @@ class Ours(System):
                     and status.get("haproxy", {}).get("pid"))
 
     def token(self) -> int:
-        return int(self.status_file().get("daemon", {}).get("applies", 0))
+        return self.applies()
+
+    def applies(self) -> int:
+        """daemon.applies from the head of status.json. The bench polls it every 5 ms
+        while a change applies, and parsing the whole document (1 MB at 1,000
+        clusters) on the same two cores slowed the daemon it measures. "daemon" is
+        the document's first key, so its first "applies" is the daemon's."""
+        try:
+            with open(self.paths.status, "rb") as f:
+                head = f.read(1 << 16)
+        except OSError:
+            return 0
+        found = _APPLIES.search(head)
+        if found is None:  # not written yet, or an unexpected layout: read it all
+            return int(self.status_file().get("daemon", {}).get("applies", 0))
+        return int(found.group(1))
 
     def applied_since(self, token: Any) -> bool:
-        daemon = self.status_file().get("daemon", {})
-        return int(daemon.get("applies", 0)) > int(token)
+        return self.applies() > int(token)
 
     def last_apply(self) -> dict[str, Any]:
         data: dict[str, Any] = self.status_file().get("daemon", {}).get("last_apply", {})
@@ -192,14 +211,17 @@ class Ours(System):
                         return str(n.get("state"))
         return None
 
-    def status_cli_seconds(self) -> float:
+    def status_cli_seconds(self, *args: str, as_json: bool = True) -> float:
+        """Wall time of `haproxy-k8s status [--json] [args]`, interpreter start included."""
         started = time.monotonic()
         proc = subprocess.run(
-            python_module("haproxy_k8s.cli", "status", "--json", "--config-dir",
-                          str(self.root)), capture_output=True, timeout=120, check=False,
-            env=child_env())
-        if proc.returncode == 3 or not proc.stdout.startswith(b"{"):
-            raise RuntimeError(f"status --json failed ({proc.returncode}): {proc.stderr!r}")
+            python_module("haproxy_k8s.cli", "status", *(["--json"] if as_json else []),
+                          *args, "--config-dir", str(self.root)),
+            capture_output=True, timeout=120, check=False, env=source_env(self.source),
+            cwd=str(self.source) if self.source else None)
+        ok = proc.stdout.startswith(b"{") if as_json else b"CLUSTER" in proc.stdout
+        if proc.returncode == 3 or not ok:
+            raise RuntimeError(f"status failed ({proc.returncode}): {proc.stderr!r}")
         return time.monotonic() - started
 
     def verb_async(self, *args: str) -> None:
@@ -214,6 +236,23 @@ class Ours(System):
         out, _ = self._verb.communicate(timeout=60)
         if self._verb.returncode != 0:
             raise RuntimeError(f"{' '.join(self._verb_args)} failed: {out!r}")
+
+
+class Previous(Ours):
+    """The daemon of another checkout (`python -m bench --previous REF`), run the same way."""
+
+    name = "previous"
+
+    def __init__(self, base: Path, defaults: str = "", main_extra: str = "") -> None:
+        super().__init__(base, defaults, main_extra)
+        self.source = PREVIOUS.path
+
+
+class _PreviousCheckout:
+    path: Path | None = None  # set by run.py from --previous
+
+
+PREVIOUS = _PreviousCheckout()
 
 
 class Baseline(System):

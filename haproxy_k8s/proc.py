@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import subprocess
 
-import psutil
-
 
 def alive(pid: int | None, popen: subprocess.Popen[bytes] | None = None) -> bool:
     """Our own child: ask its Popen (which also reaps it); anything else: not a zombie."""
@@ -13,7 +11,34 @@ def alive(pid: int | None, popen: subprocess.Popen[bytes] | None = None) -> bool
         return False
     if popen is not None:
         return popen.poll() is None
+    state = _state(pid)
+    return state is not None and state != "Z"
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (`Z`: a zombie); None when there is no such process.
+
+    Read from /proc, as psutil does on Linux, without importing psutil: that
+    import was a tenth of `haproxy-k8s status`, which asks this once.
+    """
+    if pid <= 0:
+        return None
     try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _state_by_psutil(pid)  # no /proc to read: let psutil find out
+    # `pid (name) S …`: the name may hold ") ", the state follows the last one.
+    end = data.rfind(b")")
+    return data[end + 2:end + 3].decode() if end >= 0 else None
+
+
+def _state_by_psutil(pid: int) -> str | None:
+    import psutil
+
+    try:
+        return "Z" if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE else "R"
     except psutil.Error:
-        return False
+        return None

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -21,6 +22,7 @@ from conftest import StandInFactory
 from daemonutil import BALANCER, ConfigDir, DaemonProcess, child_env, cli
 from helpers import free_port, wait_until
 
+from haproxy_k8s.daemon import control
 from testkit.procs import stop_popen
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
@@ -164,7 +166,9 @@ def test_a_removed_node_shows_draining_with_its_sessions_until_gone(
     try:
         def m2_busy() -> bool:
             clients.append(socket.create_connection((BALANCER, running.port), timeout=2.0))
-            found = node(json.loads(running.run("status", "--json")[1]), "m2")
+            # One cluster: the daemon reads its sessions again (the whole document's
+            # sessions are as of its last full read, up to 10 s here).
+            found = node(json.loads(running.run("status", "cluster-0", "--json")[1]), "m2")
             return bool(found and found["sessions"])
 
         wait_until(m2_busy, 10.0, interval=0.1, message="a session on m2")
@@ -263,3 +267,47 @@ def test_status_watch_prints_again_on_a_change(running: Running) -> None:
     # Into a pipe each change is appended, not redrawn: two tables, no escape codes.
     text = log.read_text()
     assert text.count("CLUSTER ") == 2 and "\033[" not in text, text
+
+
+def _stable(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document without what moves by itself between two reads (ages, check times)."""
+    nodes = [{k: v for k, v in n.items() if k not in ("last_change_s", "check", "rate")}
+             for c in doc["clusters"] for n in c["nodes"]]
+    daemon = {k: doc["daemon"][k] for k in ("pid", "running", "generation", "applied_at",
+                                            "started_at", "config_dir")}
+    return {"daemon": daemon, "haproxy": doc["haproxy"], "nodes": nodes,
+            "unreachable": doc["unreachable"]}
+
+
+def test_status_prints_the_document_the_daemon_holds(running: Running) -> None:
+    socket_path = running.config.state_dir / "control.sock"
+    held = control.call(socket_path, "document")["document"]
+    code, text = running.run("status", "--json")
+    assert code == 0, text
+    assert _stable(json.loads(text)) == _stable(held)
+    # Into a pipe the JSON is compact: one line.
+    assert text.count("\n") == 1
+    one = control.call(socket_path, "document", {"cluster": "cluster-0"})["document"]
+    assert [c["name"] for c in one["clusters"]] == ["cluster-0"]
+    # Only a configured name reaches HAProxy; anything else is no cluster at all.
+    other = control.call(socket_path, "document", {"cluster": "x; shutdown sessions"})
+    assert other["ok"] and other["document"]["clusters"] == []
+    assert running.run("status", "--json")[0] == 0  # HAProxy took no command from it
+
+
+def test_without_the_daemon_status_reads_haproxy_itself(running: Running) -> None:
+    # SIGKILL: the daemon cannot stop HAProxy on its way out, so HAProxy keeps serving.
+    assert running.daemon.proc is not None
+    running.daemon.signal(signal.SIGKILL)
+    running.daemon.proc.wait(timeout=10)
+    code, text = running.run("status", "--json")
+    doc = json.loads(text)
+    assert code == 3, text
+    assert not doc["daemon"]["running"]
+    assert any(u.startswith("daemon: not running") for u in doc["unreachable"])
+    # The node states are HAProxy's own, read from its admin socket.
+    assert doc["haproxy"]["reachable"]
+    assert [n["state"] for n in doc["clusters"][0]["nodes"]] == ["UP", "UP"]
+    code, text = running.run("status", "cluster-0/m1")
+    assert code == 3 and " m1 " in text and "UP" in text, text
+    assert running.run("status", "cluster-9")[0] == 4

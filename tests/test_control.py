@@ -131,3 +131,20 @@ def test_a_wrong_config_dir_touches_nothing(short_tmp: Path) -> None:
         result = cli("run", "--config-dir", str(config_dir), timeout=30)
         assert result.returncode == 1, result.stderr
     assert sorted(p.name for p in short_tmp.rglob("*")) == ["conf.d", "empty"]
+
+
+def test_a_reply_of_megabytes_arrives_whole(short_tmp: Path) -> None:
+    """A status document at thousands of nodes is one long line; requests stay capped."""
+    nodes = [{"name": f"n{i}", "state": "UP"} for i in range(40_000)]
+
+    def answer(request: control.Request) -> None:
+        request.answer({"ok": True, "op": request.op, "nodes": nodes})
+
+    server = control.ControlServer(short_tmp / "c.sock", answer)
+    server.start()
+    try:
+        reply = control.call(short_tmp / "c.sock", "document", timeout=10.0)
+    finally:
+        server.stop()
+    assert len(json.dumps(reply)) > 1 << 20
+    assert reply["op"] == "document" and reply["nodes"] == nodes

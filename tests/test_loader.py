@@ -11,7 +11,7 @@ import pytest
 
 from haproxy_k8s.config import loader
 from haproxy_k8s.config.loader import config_files, is_ignored, load_config, load_raw
-from haproxy_k8s.config.model import Bind
+from haproxy_k8s.config.model import DEFAULT_STATE_DIR, Bind
 from haproxy_k8s.errors import ConfigError
 
 # The example from DESIGN.md section 1, verbatim: the contract must load.
@@ -343,15 +343,15 @@ def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 def test_file_vanishing_between_listing_and_reading(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, {"conf.d/10-c0.toml": CLUSTER, "conf.d/20-going.toml": "[defaults]\n"})
-    real_config_files = loader.config_files
+    real_sources = loader._sources
 
-    def list_then_delete(config_dir: Path) -> list[Path]:
+    def list_then_delete(config_dir: Path) -> list[tuple[Path, str]]:
         # An editor or config manager removes the file right after we listed it.
-        files = real_config_files(config_dir)
+        files = real_sources(config_dir)
         (config_dir / "conf.d" / "20-going.toml").unlink()
         return files
 
-    monkeypatch.setattr(loader, "config_files", list_then_delete)
+    monkeypatch.setattr(loader, "_sources", list_then_delete)
     err = load_error(tmp_path)
     assert (err.file, err.message) == ("conf.d/20-going.toml", "vanished while being read")
 
@@ -367,3 +367,57 @@ def test_cached_parse_is_not_shared_between_loads(tmp_path: Path) -> None:
     (conf_d / "20-b.toml").unlink()
     # Had the merge written m2 into 10-a.toml's cached tables, m2 would come back here.
     assert [n.name for n in load_config(tmp_path).clusters[0].nodes] == ["m1"]
+
+
+# --- the state dir, found without parsing every drop-in ----------------------------
+STATE_DIR_CASES: dict[str, dict[str, str | bytes]] = {
+    "default": {"conf.d/10-c.toml": CLUSTER},
+    "main file": {"haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n',
+                  "conf.d/10-c.toml": CLUSTER},
+    "a drop-in moves it": {"haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n',
+                           "conf.d/90-move.toml": '[haproxy]\nstate_dir = "/run/moved"\n'},
+    "spelled with an escape": {"conf.d/90-move.json":
+                               '{"haproxy": {"state\\u005fdir": "/run/escaped"}}'},
+    "a broken drop-in beside": {"haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n',
+                                "conf.d/10-c.toml": CLUSTER, "conf.d/20-bad.toml": "[oops\n"},
+    "a broken drop-in moves it": {"haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n',
+                                  "conf.d/20-bad.toml": '[haproxy]\nstate_dir = "/run/x"\n[x\n'},
+    "relative in a drop-in": {"haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n',
+                              "conf.d/90-move.toml": '[haproxy]\nstate_dir = "run/rel"\n'},
+    "relative in the main file": {"haproxy-k8s.toml": '[haproxy]\nstate_dir = "run/rel"\n'},
+    "too long": {"haproxy-k8s.toml": f'[haproxy]\nstate_dir = "/{"x" * 100}"\n'},
+    "main file broken": {"haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n[x\n'},
+    "haproxy not a table": {"haproxy-k8s.toml": 'haproxy = "x"\n'},
+}
+
+
+def _full_state_dir(config_dir: Path) -> str:
+    """state_dir_hint()'s answer the long way: the full load, then its fallbacks."""
+    try:
+        return load_config(config_dir).haproxy.state_dir
+    except ConfigError:
+        pass
+    for read in (lambda d: load_raw(d)[0], loader._main_raw):
+        try:
+            value = read(config_dir).get("haproxy", {}).get("state_dir")
+        except (ConfigError, OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, str) and value.startswith("/"):
+            return value
+    return DEFAULT_STATE_DIR
+
+
+@pytest.mark.parametrize("files", STATE_DIR_CASES.values(), ids=STATE_DIR_CASES.keys())
+def test_state_dir_hint_is_the_full_answer(tmp_path: Path,
+                                          files: dict[str, str | bytes]) -> None:
+    """The quick look (main file alone, when no drop-in can name the key) agrees with
+    loading everything, in each case that could tell them apart."""
+    write(tmp_path, files)
+    assert loader.state_dir_hint(tmp_path) == _full_state_dir(tmp_path)
+
+
+def test_state_dir_hint_reads_no_drop_in_that_cannot_name_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, STATE_DIR_CASES["main file"])
+    monkeypatch.setattr(loader, "load_raw", None)  # any full parse would fail here
+    assert loader.state_dir_hint(tmp_path) == "/run/main"

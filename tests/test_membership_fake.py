@@ -59,11 +59,11 @@ class FakeRuntime:
         return {k: {"pxname": k[0], "svname": k[1], "scur": v["scur"]}
                 for k, v in self.servers.items()}
 
-    def show_servers_state(self) -> dict[ServerKey, dict[str, str]]:
+    def show_servers_state(self, backend: str | None = None) -> dict[ServerKey, dict[str, str]]:
         self._call("show_servers_state")
         return {k: {"be_name": k[0], "srv_name": k[1], "srv_addr": v["addr"],
                     "srv_port": v["port"], "srv_uweight": v["weight"]}
-                for k, v in self.servers.items()}
+                for k, v in self.servers.items() if backend in (None, k[0])}
 
     def add_server(self, server: str, addr: str, params: str) -> None:
         self._call("add_server", server, addr, params)

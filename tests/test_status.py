@@ -143,3 +143,16 @@ def test_table_reads_at_a_glance() -> None:
     # Columns line up: the state column starts at the same place on every row.
     assert m1.index("UP ") == m2.index("DOWN") == header.index("STATE")
     assert lines[-1] == "degraded: cluster-0 1/2 up"
+
+
+def test_ages_are_brought_to_now_by_when_each_backend_was_read() -> None:
+    from haproxy_k8s.daemon.requests import age_to_now
+
+    data: dict[str, Any] = {"clusters": [
+        {"name": "a", "nodes": [{"last_change_s": 5}, {"last_change_s": None}]},
+        {"name": "b", "nodes": [{"last_change_s": 7}]},
+        {"name": "c", "nodes": [{"last_change_s": 1}]}]}
+    # a was read 40 s ago (slow full read), b just now (news); c never.
+    age_to_now(data, {"be_a": 60.0, "be_b": 100.0}, now=100.0)
+    ages = [[n["last_change_s"] for n in c["nodes"]] for c in data["clusters"]]
+    assert ages == [[45, None], [7], [1]]

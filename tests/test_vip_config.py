@@ -11,6 +11,7 @@ from helpers import require_tool
 
 from haproxy_k8s.config.loader import load_config
 from haproxy_k8s.errors import ConfigError
+from haproxy_k8s.haproxy.paths import StatePaths
 from haproxy_k8s.vip.manager import config_digest, fit_reason, read_password
 from haproxy_k8s.vip.model import VipSettings
 from haproxy_k8s.vip.notify import parse_event
@@ -113,6 +114,9 @@ def test_fit_reason_and_events_and_digest() -> None:
     assert parse_event('INSTANCE "haproxy_k8s" MASTER 150') == ("haproxy_k8s", "MASTER", 150)
     assert parse_event("GROUP x") is None
     assert config_digest("a /run/x b", "/run/x") == config_digest("a /tmp/y b", "/tmp/y")
+    # The log socket is named after the state dir (a hash of it): taken out too.
+    x, y = (StatePaths(Path(d)).log_socket for d in ("/run/x", "/tmp/y"))
+    assert config_digest(f"log abns@{x}", "/run/x") == config_digest(f"log abns@{y}", "/tmp/y")
 
 
 def test_keepalived_accepts_what_we_render(tmp_path: Path) -> None:

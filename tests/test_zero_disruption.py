@@ -95,7 +95,9 @@ def test_node_add_and_remove_without_reload(setup: Setup,
     status = s.daemon.status()
     assert status["daemon"]["runtime_changes"] == 2
     assert status["daemon"]["last_apply"]["action"] == "runtime"
-    assert "server m4" not in (s.config.state_dir / "haproxy.cfg").read_text()
+    # The file follows the live change once validated (apply/deferred.py).
+    wait_until(lambda: "server m4" not in (s.config.state_dir / "haproxy.cfg").read_text(),
+               5.0, message="the validated file is published")
 
 
 def test_node_readdress_at_runtime(setup: Setup, standin_factory: StandInFactory) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from ..config.model import AdminState, Config
+from ..config.model import AdminState, Config, cluster_backends
 from ..errors import (
     ConfigError,
     HaproxyK8sError,
@@ -24,6 +25,7 @@ from ..errors import (
 from ..fileio import publish, write_atomic
 from ..haproxy import render as render_mod
 from ..haproxy.binds import check_new_binds, running_binds
+from ..haproxy.check import check_config
 from ..haproxy.master import HaproxyMaster
 from ..haproxy.orphan import recovery_text, take_over
 from ..haproxy.paths import StatePaths
@@ -33,6 +35,7 @@ from ..haproxy.secrets import AuthFile, metrics_password, render_auth
 from ..haproxy.sni import map_files, maps_current, write_maps
 from . import operator as opstate
 from .candidate import validate_candidate
+from .deferred import PendingPublish
 from .hostnames import sync_maps
 from .membership import RuntimeOps
 from .plan import Plan, PlanKind, make_plan
@@ -61,6 +64,8 @@ class ApplyOutcome:
     reason: str = ""
     seconds: float = 0.0
     alerts: list[str] = field(default_factory=list)
+    # The backends a runtime change touched: only these need reading back.
+    backends: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -81,6 +86,7 @@ class Applier:
         self.ops = RuntimeOps(self.admin)
         # The operator's drain/maint as last read: put back if the state dir is lost.
         self._operator_cache: dict[str, AdminState] = {}
+        self.pending = PendingPublish()  # a runtime change's file, not yet validated
 
     # -- public ------------------------------------------------------------
     def apply(self, config: Config) -> ApplyOutcome:
@@ -108,11 +114,27 @@ class Applier:
     def _apply(self, config: Config) -> ApplyOutcome:
         self.attempted = config
         self._check_fixed_settings(config)
-        text = render_mod.render(config, self.paths, promex=self.promex)
         # Reads stats.password_file every time: a bad one is refused, a new one reloads.
         auth = render_auth(config)
         self.metrics_password = metrics_password(config)
         auth_changed = self.auth.differs(auth)
+        fast = self._runtime_first(config, auth_changed)
+        if isinstance(fast, ApplyOutcome):
+            return fast
+        # Whatever this apply publishes says everything a pending runtime
+        # change's file said: that one need not be validated on its own.
+        superseded = self.pending.take()
+        try:
+            return self._apply_validated(config, auth, auth_changed, fast)
+        except HaproxyK8sError:
+            if superseded is not None:  # the last runtime change's file still counts
+                self.pending.defer(superseded)
+                self.finish_pending()
+            raise
+
+    def _apply_validated(self, config: Config, auth: str, auth_changed: bool,
+                         fast: Plan | None) -> ApplyOutcome:
+        text = render_mod.render(config, self.paths, promex=self.promex)
         maps = map_files(config, self.paths)
         if self.master.alive() and not auth_changed and self._published_text() == text \
                 and maps_current(maps):
@@ -127,7 +149,14 @@ class Applier:
             raise
         if not self.master.alive():
             return self._start(config)
-        plan = make_plan(self.applied, config)
+        plan = fast or make_plan(self.applied, config)
+        if plan.kind is PlanKind.NOOP and not auth_changed:
+            # HAProxy runs this already (a runtime change whose file was not
+            # yet published): only the file catches up.
+            self._publish()
+            self._keep_good()
+            self.applied = config
+            return ApplyOutcome(ApplyAction.NOOP, reason="file published")
         if plan.kind is PlanKind.RUNTIME and not auth_changed:
             try:
                 return self._apply_runtime(config, plan)
@@ -139,25 +168,90 @@ class Applier:
         outcome.reason = f"{why}; {outcome.reason}" if outcome.reason else why
         return outcome
 
-    def _apply_runtime(self, config: Config, plan: Plan) -> ApplyOutcome:
+    def _runtime_first(self, config: Config, auth_changed: bool) -> ApplyOutcome | Plan | None:
+        """Node changes go to HAProxy before the file is rendered and validated.
+
+        HAProxy checks an `add server` line itself, so `haproxy -c` of the
+        whole file need not delay the change: the file becomes a pending
+        publication (`deferred.py`), validated before it is published and
+        before anything else happens. Returns the outcome, or the plan (a
+        failed runtime change falls back to a reload), or None.
+        """
+        if auth_changed or self.applied is None or not self.master.alive():
+            return None
+        plan = make_plan(self.applied, config)
+        if plan.kind is not PlanKind.RUNTIME or plan.hostnames:
+            # Hostnames edit map files HAProxy reads: those go the validated way.
+            return None
+        try:
+            return self._apply_runtime(config, plan, defer=True)
+        except RuntimeApiError as e:
+            log.warning("runtime change failed, reloading instead: %s", e)
+            return dataclasses.replace(plan, kind=PlanKind.RELOAD,
+                                       reason=f"runtime change failed: {e}")
+
+    def _apply_runtime(self, config: Config, plan: Plan, *, defer: bool = False
+                       ) -> ApplyOutcome:
         """Node and hostname changes through the admin socket, read back and compared.
 
-        The validated file is still published, so the next reload agrees
-        with what HAProxy runs now.
+        The file is still published, so the next reload agrees with what
+        HAProxy runs now: at once when it was validated already, else as a
+        pending publication (`defer`).
         """
         changes = plan.changes
         self.ops.apply(changes, self._operator_states())
         if plan.hostnames:
             sync_maps(self.admin, config, self.paths)
-        problems = self.ops.mismatches(config)
+        problems = self.ops.mismatches(
+            config, None if plan.hostnames else {c.cluster.backend for c in changes})
         if problems:
             raise RuntimeApiError("state read back differs: " + "; ".join(problems))
-        self._publish()
-        self._keep_good()
+        if defer:
+            self.pending.defer(config)
+        else:
+            self._publish()
+            self._keep_good()
         self.applied = config
         what = [c.describe() for c in changes] + [f"sni {c}" for c in plan.hostnames]
+        backends = frozenset(b for c in changes for b in cluster_backends(c.cluster))
         return ApplyOutcome(ApplyAction.RUNTIME, runtime_changes=len(what),
-                            reason="runtime: " + ", ".join(what))
+                            reason="runtime: " + ", ".join(what), backends=backends)
+
+    def start_pending(self, done: Callable[[], None]) -> bool:
+        """Validate a runtime change's file on a worker thread (apply/deferred.py);
+        `done()` is called on that thread, and the loop then calls `collect_pending`."""
+        return self.pending.start(self._validate_deferred, done)
+
+    def collect_pending(self) -> HaproxyK8sError | None:
+        """Publish the worker's validated file, unless a newer apply superseded it."""
+        return self.pending.collect(self._publish_deferred)
+
+    def finish_pending(self) -> HaproxyK8sError | None:
+        """Validate and publish the file of runtime changes made before it was validated.
+
+        Called before any restart or stop, and when the daemon re-executes:
+        haproxy.cfg is only ever replaced by a file that passed `haproxy -c`.
+        The error (the running servers stay as they are; the file keeps the
+        last good text) is returned.
+        """
+        return self.pending.finish(self._validate_deferred, self._publish_deferred)
+
+    def _validate_deferred(self, config: Config) -> None:
+        """Render and `haproxy -c` into a file of its own (on the worker thread:
+        the loop's candidate may be under validation at the same time). A
+        runtime change leaves the stats userlist and the SNI maps as they are,
+        so the live ones are read with it."""
+        text = render_mod.render(config, self.paths, promex=self.promex)
+        write_atomic(self.paths.deferred, text, mode=0o640)
+        try:
+            check_config(self.binary, self.paths.deferred, also=[self.paths.stats_auth])
+        except HaproxyK8sError:
+            self.paths.deferred.unlink(missing_ok=True)
+            raise
+
+    def _publish_deferred(self, config: Config) -> None:
+        publish(self.paths.deferred, self.paths.config)
+        self._keep_good()
 
     def _check_fixed_settings(self, config: Config) -> None:
         # The state dir and binary belong to the running master: changing them

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
 from ..config.model import AdminState, Config, Node, cluster_of_backend
 from ..errors import RuntimeApiError
 from ..haproxy.render import failopen_server_params, server_params
+from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import AdminApi
 from .plan import ChangeKind, NodeChange
 
@@ -168,11 +169,24 @@ class RuntimeOps:
         self.pending.clear()
 
     # -- verification ------------------------------------------------------
-    def mismatches(self, config: Config) -> list[str]:
-        """Compare HAProxy's servers with `config`; an empty list means they agree."""
-        live = dict(self.admin.show_servers_state())
+    def mismatches(self, config: Config, backends: Set[str] | None = None) -> list[str]:
+        """Compare HAProxy's servers with `config`; an empty list means they agree.
+
+        `backends`: only these (the ones a runtime change touched), so a
+        change to one cluster does not read back thousands of servers.
+        """
+        live: dict[ServerKey, dict[str, str]] = {}
+        if backends is None:
+            live.update(self.admin.show_servers_state())
+        else:
+            twins = {c.failopen_backend for c in config.clusters
+                     if c.backend in backends and c.settings.fail_open}
+            for backend in sorted(set(backends) | twins):
+                live.update(self.admin.show_servers_state(backend))
         problems = []
         for cluster in config.clusters:
+            if backends is not None and cluster.backend not in backends:
+                continue
             for node in cluster.nodes:
                 for server in cluster.server_ids(node.name):
                     backend = server.partition("/")[0]

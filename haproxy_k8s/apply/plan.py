@@ -60,13 +60,15 @@ def make_plan(old: Config | None, new: Config) -> Plan:
     """How to get HAProxy from `old` (what it runs now) to `new`."""
     if old is None:
         return Plan(PlanKind.RELOAD, reason="no applied config yet")
-    if _without_nodes(old) != _without_nodes(new):
+    if not _same_structure(old, new):
         return Plan(PlanKind.RELOAD,
                     reason="structural change: " + structural_difference(old, new))
     changes: list[NodeChange] = []
-    for new_cluster in new.clusters:
-        old_cluster = old.cluster(new_cluster.name)
-        assert old_cluster is not None  # same structure, so the same clusters
+    # Same structure: the same clusters in the same (sorted) order. An
+    # unchanged cluster is usually the very same object (config/memo.py).
+    for old_cluster, new_cluster in zip(old.clusters, new.clusters, strict=True):
+        if old_cluster is new_cluster or old_cluster.nodes == new_cluster.nodes:
+            continue
         cluster_changes = _node_changes(old_cluster, new_cluster)
         reason = _needs_reload(new_cluster, cluster_changes)
         if reason:
@@ -83,11 +85,18 @@ def _sni(config: Config, cluster: str) -> tuple[str, ...]:
     return found.sni if found is not None else ()
 
 
-def _without_nodes(config: Config) -> Config:
-    # Hostnames only fill a map HAProxy can edit live; `sni_default` stays:
-    # the default backend is a line of the shared frontend.
-    clusters = tuple(dataclasses.replace(c, nodes=(), sni=()) for c in config.clusters)
-    return dataclasses.replace(config, clusters=clusters)
+def _same_structure(old: Config, new: Config) -> bool:
+    """Equal but for the nodes and hostnames, without copying thousands of clusters.
+
+    Hostnames only fill a map HAProxy can edit live; `sni_default` stays:
+    the default backend is a line of the shared frontend.
+    """
+    if dataclasses.replace(old, clusters=()) != dataclasses.replace(new, clusters=()):
+        return False
+    return len(old.clusters) == len(new.clusters) and all(
+        o is n or (o.name, o.binds, o.settings, o.sni_default)
+        == (n.name, n.binds, n.settings, n.sni_default)
+        for o, n in zip(old.clusters, new.clusters, strict=True))
 
 
 def structural_difference(old: Config, new: Config) -> str:
@@ -102,9 +111,9 @@ def structural_difference(old: Config, new: Config) -> str:
         return "cluster added: " + ", ".join(sorted(new_names - old_names))
     if old_names - new_names:
         return "cluster removed: " + ", ".join(sorted(old_names - new_names))
+    olds = {c.name: c for c in old.clusters}
     for new_cluster in new.clusters:
-        old_cluster = old.cluster(new_cluster.name)
-        assert old_cluster is not None
+        old_cluster = olds[new_cluster.name]
         if old_cluster.binds != new_cluster.binds:
             return f"clusters.{new_cluster.name}.bind"
         fields = _changed_fields(old_cluster.settings, new_cluster.settings)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config.model import DEFAULT_CONFIG_DIR
+from ..config.names import DEFAULT_CONFIG_DIR
 from ..errors import HaproxyK8sError
 from ..haproxy.paths import StatePaths
 
@@ -91,9 +91,12 @@ def cmd_firewall(args: argparse.Namespace) -> int:
 
 # -- run ----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..daemon import malloc
     from ..daemon.logsetup import setup_logging
-    from ..daemon.loop import Daemon
+    from ..daemon.loop import Daemon, collect_seldom
 
+    malloc.tune()  # before any thread starts: see daemon/malloc.py
+    collect_seldom()  # before the first load: it makes a million objects at 1,000 clusters
     setup_logging(args.log_level)
     # watchdog logs every inotify event at debug level: far too much even for debugging us.
     logging.getLogger("watchdog").setLevel(logging.INFO)

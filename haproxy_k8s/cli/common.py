@@ -7,8 +7,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..config.values import parse_duration
-
 OUTPUTS = ("table", "wide", "json", "yaml")
 
 
@@ -22,6 +20,8 @@ def duration(text: str) -> float:
         seconds = float(text)
     except ValueError:
         try:
+            from ..config.values import parse_duration  # the model: not for every verb
+
             return parse_duration(text) / 1000
         except ValueError as e:
             raise argparse.ArgumentTypeError(

@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING
 
 from ..haproxy.master import read_pid
 from ..haproxy.paths import StatePaths
 from ..proc import alive
+
+if TYPE_CHECKING:
+    import psutil
 
 LOCK_NAME = "daemon.lock"
 
@@ -34,6 +36,8 @@ def state_paths(configured: Path, config_dir: Path) -> StatePaths:
 
 def running_state_dir(config_dir: Path) -> Path | None:
     """The state dir a running `haproxy-k8s run` for `config_dir` holds locked."""
+    import psutil  # only when the configured state dir has no daemon
+
     want = _resolved(config_dir, Path.cwd())
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         with contextlib.suppress(psutil.Error, OSError):

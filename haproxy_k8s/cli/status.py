@@ -1,6 +1,9 @@
-"""`haproxy-k8s status`: ask HAProxy itself, so it tells the truth with the daemon down.
+"""`haproxy-k8s status`: the daemon's document, or HAProxy itself with the daemon down.
 
-Three sources, each named in `unreachable` when it cannot be read:
+A daemon that answers on its control socket gives the whole document in one
+request (op `document`): it holds HAProxy's state, kept fresh by HAProxy's log
+messages. Without one, three sources, each named in `unreachable` when it
+cannot be read:
 - the daemon: its pid file and status.json (generation, last error, and the
   clusters and nodes HAProxy was last given);
 - the master CLI: `show proc` (HAProxy's pids, version, reloads);
@@ -16,12 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from ..config.loader import load_config
-from ..config.model import cluster_of_backend
+from ..config.model import backend_name, cluster_of_backend
 from ..daemon import control
-from ..daemon.health import read_stats
 from ..daemon.states import StatRow, StatRows
 from ..daemon.status import (
     ClusterShape,
@@ -42,7 +42,7 @@ from ..errors import HaproxyK8sError, RuntimeApiError
 from ..haproxy.master import read_pid
 from ..haproxy.paths import StatePaths
 from ..haproxy.replies import ServerKey
-from ..haproxy.runtime import MasterClient
+from ..haproxy.runtime import SERVER_COLUMNS, MasterClient, RuntimeClient
 from ..vip.view import vip_lines
 from .common import error_line
 
@@ -51,17 +51,57 @@ SOCKET_TIMEOUT = 2.0
 ASK_TIMEOUT = 3.0
 
 
-def collect(paths: StatePaths, config_dir: Path) -> tuple[StatusDocument, int]:
-    """The status document (DESIGN.md §1, plus `unreachable`) and its exit code."""
+def collect(paths: StatePaths, config_dir: Path,
+            cluster: str | None = None) -> tuple[StatusDocument, int]:
+    """The status document (DESIGN.md §1, plus `unreachable`) and its exit code.
+
+    `cluster`: only that cluster; no cluster at all when there is none of that
+    name. A daemon that answers gives the whole document in one request;
+    without one it is pieced together from status.json and HAProxy's sockets.
+    """
+    try:
+        doc = _ask_document(paths, cluster)
+    except RuntimeApiError as e:
+        # No daemon, or a silent one: do not wait for it a second time.
+        return _pieced(paths, config_dir, cluster, str(e))
+    if doc is None:
+        return _pieced(paths, config_dir, cluster)
+    return doc, exit_code(doc)
+
+
+def _ask_document(paths: StatePaths, cluster: str | None) -> StatusDocument | None:
+    """The daemon's live document; None when its answer will not do.
+
+    An older daemon has no `document` op. One that cannot read HAProxy would
+    only say "unknown": reading HAProxy's sockets here says which is missing.
+    """
+    args = {} if cluster is None else {"cluster": cluster}
+    reply = control.call(paths.control_socket, "document", args, timeout=ASK_TIMEOUT)
+    data = reply.get("document")
+    if not reply.get("ok") or not isinstance(data, dict):
+        return None
+    doc = StatusDocument.from_json(data)
+    return doc if doc.haproxy.reachable and doc.daemon.running else None
+
+
+def _pieced(paths: StatePaths, config_dir: Path, cluster: str | None,
+            silent: str | None = None) -> tuple[StatusDocument, int]:
+    """The document from status.json and HAProxy's own sockets (`silent`: why the
+    daemon did not answer, when it was asked already).
+
+    Only `cluster`'s backend is read from HAProxy when one is given.
+    """
     saved = read_saved(paths)
     unreachable: list[str] = []
-    daemon = _daemon(paths, saved, unreachable)
+    daemon = _daemon(paths, saved, unreachable, silent)
     haproxy = _haproxy(paths, saved, unreachable)
-    rows = _stats(paths, unreachable)
+    rows = _stats(paths, unreachable, None if cluster is None else backend_name(cluster))
+    shape = _shape(saved, config_dir, rows)
+    if cluster is not None:
+        shape = [c for c in shape if c.name == cluster]
     # Discovery state is the daemon's to know: as it last saved it.
     discovery = {c.name: c.discovery for c in saved.clusters if c.discovery} if saved else {}
-    doc = build(daemon, haproxy, _shape(saved, config_dir, rows), rows, unreachable,
-                discovery=discovery)
+    doc = build(daemon, haproxy, shape, rows, unreachable, discovery=discovery)
     if saved is not None:
         # [vip] role and config hashes: as the daemon last wrote them (it rewrites
         # status.json on every VRRP transition).
@@ -85,7 +125,7 @@ def read_saved(paths: StatePaths) -> StatusDocument | None:
 
 
 def _daemon(paths: StatePaths, saved: StatusDocument | None,
-            unreachable: list[str]) -> DaemonStatus:
+            unreachable: list[str], silent: str | None = None) -> DaemonStatus:
     daemon = saved.daemon if saved is not None else DaemonStatus()
     pid = read_pid(paths.daemon_pid)
     daemon.running = _daemon_alive(pid)
@@ -94,7 +134,7 @@ def _daemon(paths: StatePaths, saved: StatusDocument | None,
                            f"{paths.daemon_pid}); generation and errors are as it left them")
         return daemon
     daemon.pid = pid
-    live = _ask_daemon(paths)
+    live = _ask_daemon(paths) if silent is None else silent
     if isinstance(live, DaemonStatus):
         return live  # its own word, even when it cannot write status.json
     # Alive but silent: stopped (SIGSTOP), wedged, or busy for longer than we wait.
@@ -126,6 +166,8 @@ def _age(stamp: str | None) -> float | None:
 def _daemon_alive(pid: int | None) -> bool:
     if pid is None:
         return False
+    import psutil  # only without a daemon's answer: a tenth of `status` to import
+
     try:
         proc = psutil.Process(pid)
         cmdline = " ".join(proc.cmdline())
@@ -151,9 +193,13 @@ def _haproxy(paths: StatePaths, saved: StatusDocument | None,
     return haproxy
 
 
-def _stats(paths: StatePaths, unreachable: list[str]) -> dict[ServerKey, StatRow] | None:
+def _stats(paths: StatePaths, unreachable: list[str],
+           backend: str | None = None) -> dict[ServerKey, StatRow] | None:
     try:
-        return read_stats(paths.admin_socket, SOCKET_TIMEOUT)
+        # RuntimeClient, not daemon.health.read_stats: that module imports the
+        # Kubernetes client, a tenth of a second at start for every `status`.
+        return dict(RuntimeClient(paths.admin_socket, SOCKET_TIMEOUT)
+                    .show_server_stats(backend, SERVER_COLUMNS))
     except RuntimeApiError as e:
         unreachable.append(f"admin socket: {e}")
         return None

@@ -39,12 +39,19 @@ def cmd_status(args: argparse.Namespace, paths: StatePaths, config_dir: Path) ->
         print(f"haproxy-k8s: {denied}", file=sys.stderr)
         return EXIT_UNREACHABLE
 
+    # Indented for a person; into a pipe compact, which json writes several
+    # times faster (a megabyte at 6,000 nodes: most of `status --json`).
+    indent = 2 if sys.stdout.isatty() else None
+
     def once() -> tuple[str, int, str]:
         from .status import collect  # psutil and the sockets: not for `--help`
 
-        doc, code = collect(paths, config_dir)
-        text, code = render(doc, code, args.target, args.output)
-        return text, code, change_key(doc)
+        # Only one cluster is asked for (of the daemon, or of HAProxy) for `status CLUSTER`.
+        cluster = args.target.partition("/")[0] if args.target else None
+        doc, code = collect(paths, config_dir, cluster)
+        text, code = render(doc, code, args.target, args.output, indent)
+        # Only --watch compares one document with the next.
+        return text, code, change_key(doc) if args.watch else ""
 
     if not args.watch:
         text, code, _ = once()
@@ -62,15 +69,17 @@ def change_key(doc: StatusDocument) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-def render(doc: StatusDocument, code: int, target: str | None, output: str) -> tuple[str, int]:
-    """The text to print and the exit code, for the whole document or one target."""
+def render(doc: StatusDocument, code: int, target: str | None, output: str,
+           indent: int | None = 2) -> tuple[str, int]:
+    """The text to print and the exit code, for the whole document or one target
+    (`indent`: of JSON; None is compact)."""
     if target:
         filtered = select(doc, target)
         if filtered is None:
             return f"haproxy-k8s: {target}: no such cluster or node\n", EXIT_NO_SUCH
         doc, code = filtered, exit_code(filtered)
     if output == "json":
-        return doc.dumps(), code
+        return doc.dumps(indent), code
     if output == "yaml":
         return to_yaml(doc.to_json()), code
     from .status import format_table

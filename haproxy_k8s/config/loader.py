@@ -8,13 +8,14 @@ is one, the key: the daemon shows it in `status` and keeps the last good config.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
+import re
 import stat
 import tomllib
-from collections.abc import Mapping
-from fnmatch import fnmatchcase
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from fnmatch import translate
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,15 @@ SUFFIXES = (".toml", ".json")
 # Editor and package-manager leftovers. Most also fail the suffix test; listing
 # them anyway documents the intent and survives a change of suffixes.
 _LEFTOVERS = ("*~", ".#*", "*.swp", "*.tmp", "*.dpkg-*", "*.rpmnew", "*.rpmsave")
+# One pattern for all: `status` lists 1,000 drop-ins, and seven fnmatch calls
+# each were a sixth of finding its state dir.
+_LEFTOVER_NAME = re.compile("|".join(f"(?:{translate(p)})" for p in _LEFTOVERS))
 
 # A drop-in is a few lines; anything this big is a mistake (a log, an image).
 MAX_FILE_BYTES = 1 << 20
 # Real configs nest 5 deep (clusters.NAME.nodes.NODE.key); the limit keeps the
 # recursive merge and schema far from Python's recursion limit.
 _MAX_DEPTH = 32
-# Parsed drop-ins up to this size are remembered (keyed by their text).
-_CACHE_MAX_TEXT = 64 * 1024
 
 RawConfig = dict[str, Any]
 ProvenanceMap = dict[KeyPath, str]
@@ -48,9 +50,9 @@ def is_ignored(name: str) -> bool:
     True for hidden files, editor and package-manager leftovers and any suffix
     other than .toml/.json. The watcher uses it to skip events on such files.
     """
-    if name.startswith(".") or any(fnmatchcase(name, pattern) for pattern in _LEFTOVERS):
+    if name.startswith(".") or not name.endswith(SUFFIXES):
         return True
-    return not name.endswith(SUFFIXES)
+    return _LEFTOVER_NAME.match(name) is not None
 
 
 # Suffixes people try that we do not read: worth a warning, not silence.
@@ -69,17 +71,22 @@ def unread_dropins(config_dir: Path) -> list[str]:
 
 def config_files(config_dir: Path) -> list[Path]:
     """The files `load_raw` reads, in the order it applies them."""
-    config_dir = Path(config_dir)
+    return [path for path, _ in _sources(Path(config_dir))]
+
+
+def _sources(config_dir: Path) -> list[tuple[Path, str]]:
+    """Each file `load_raw` reads, with its name relative to the config dir."""
     if not config_dir.is_dir():
         what = "is not a directory" if config_dir.exists() else "does not exist"
         raise ConfigError(f"config directory {what}", file=str(config_dir))
     main = config_dir / MAIN_FILE
     # lexists: a broken symlink is reported when read, not silently skipped.
-    files = [main] if os.path.lexists(main) else []
-    return files + _dropins(config_dir / DROPIN_DIR)
+    files = [(main, MAIN_FILE)] if os.path.lexists(main) else []
+    dropin_dir = config_dir / DROPIN_DIR
+    return files + [(dropin_dir / name, f"{DROPIN_DIR}/{name}") for name in _dropins(dropin_dir)]
 
 
-def _dropins(dropin_dir: Path) -> list[Path]:
+def _dropins(dropin_dir: Path) -> list[str]:
     try:
         entries = list(os.scandir(dropin_dir))
     except FileNotFoundError:
@@ -88,8 +95,7 @@ def _dropins(dropin_dir: Path) -> list[Path]:
         raise ConfigError("is not a directory", file=DROPIN_DIR) from None
     except OSError as e:
         raise ConfigError(f"cannot list: {e.strerror}", file=DROPIN_DIR) from e
-    names = sorted(e.name for e in entries if not is_ignored(e.name) and not _is_dir(e))
-    return [dropin_dir / name for name in names]
+    return sorted(e.name for e in entries if not is_ignored(e.name) and not _is_dir(e))
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -99,24 +105,70 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False  # let the read report it
 
 
-def load_raw(config_dir: Path, with_content: set[str] | None = None
-             ) -> tuple[RawConfig, ProvenanceMap]:
+def load_raw(config_dir: Path, with_content: set[str] | None = None,
+             cache: FileCache | None = None) -> tuple[RawConfig, ProvenanceMap]:
     """The merged raw config and, for each key path, the file that last set it.
 
     Tables get provenance too (the last file that set anything in them), so an
     error about a table, or a key missing from it, can still name a file.
-    `with_content`, when given, receives the files that are not empty.
+    `with_content`, when given, receives the files that are not empty. With a
+    `cache`, unchanged files are not read or parsed again. The result shares
+    tables with the cache: treat it as read-only.
     """
-    config_dir = Path(config_dir)
     merged: RawConfig = {}
     provenance: ProvenanceMap = {}
-    for path in config_files(config_dir):
-        rel = path.relative_to(config_dir).as_posix()
-        text = _read(path, rel)
+    owned = {id(merged)}  # tables made by this merge: the only ones it may write into
+    files = _sources(Path(config_dir))
+    for path, rel in files:
+        text, data = cache.read(path, rel) if cache is not None else _read_parsed(path, rel)
         if with_content is not None and text:
             with_content.add(rel)
-        _merge(merged, _parse(text, path.suffix, rel), (), rel, provenance)
+        _merge(merged, data, (), rel, provenance, owned)
+    if cache is not None:
+        cache.keep(rel for _, rel in files)
     return merged, provenance
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    signature: tuple[int, ...]
+    text: str
+    data: RawConfig  # shared with every load that used it: never written to
+
+
+class FileCache:
+    """Each file as last read and parsed, reused while its stat signature holds.
+
+    With 1,000 drop-ins, reading and parsing every one on every apply was most
+    of a node add; an edit usually touches one. Files are only ever replaced
+    or rewritten, which changes inode, size, mtime or ctime. Only the files of
+    the latest load are kept.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[str, _Parsed] = {}
+
+    def read(self, path: Path, rel: str) -> tuple[str, RawConfig]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return _read_parsed(path, rel)  # _read says what is wrong with it
+        signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        known = self._files.get(rel)
+        if known is not None and known.signature == signature:
+            return known.text, known.data
+        text, data = _read_parsed(path, rel)
+        self._files[rel] = _Parsed(signature, text, data)
+        return text, data
+
+    def keep(self, rels: Iterable[str]) -> None:
+        wanted = set(rels)
+        self._files = {rel: parsed for rel, parsed in self._files.items() if rel in wanted}
+
+
+def _read_parsed(path: Path, rel: str) -> tuple[str, RawConfig]:
+    text = _read(path, rel)
+    return text, _parse(text, path.suffix, rel)
 
 
 def load_config(config_dir: Path) -> Config:
@@ -176,37 +228,13 @@ def _parse(text: str, suffix: str, rel: str) -> RawConfig:
         raise ConfigError(f"the top level must be an object, got {type(data).__name__}", file=rel)
     if depth > _MAX_DEPTH:
         raise ConfigError(f"invalid {kind}: nested more than {_MAX_DEPTH} levels", file=rel)
-    # A copy: merging writes into the tables it is given, and the cache keeps these.
-    copied: RawConfig = _copy_tables(data)
-    return copied
-
-
-def _decode_uncached(text: str, kind: str) -> tuple[Any, int]:
-    data = _load_json(text) if kind == "JSON" else tomllib.loads(text)
-    return data, _depth(data)
-
-
-_decode_cached = functools.lru_cache(maxsize=4096)(_decode_uncached)
+    return data
 
 
 def _decode(text: str, kind: str) -> tuple[Any, int]:
-    """Parse TOML or JSON (and measure its nesting), remembering unchanged files.
-
-    Every apply re-reads the whole directory; with 1,000 drop-ins, parsing
-    them again was most of an apply. Large files are not kept.
-    """
-    if len(text) > _CACHE_MAX_TEXT:
-        return _decode_uncached(text, kind)
-    return _decode_cached(text, kind)
-
-
-def _copy_tables(value: Any) -> Any:
-    """Copy the dicts and lists of parsed data; the scalars in it are immutable."""
-    if isinstance(value, dict):
-        return {key: _copy_tables(child) for key, child in value.items()}
-    if isinstance(value, list):
-        return [_copy_tables(child) for child in value]
-    return value
+    """Parse TOML or JSON, and measure its nesting."""
+    data = _load_json(text) if kind == "JSON" else tomllib.loads(text)
+    return data, _depth(data)
 
 
 def _load_json(text: str) -> Any:
@@ -244,14 +272,22 @@ def _depth(value: Any) -> int:
 
 
 def _merge(into: RawConfig, new: Mapping[str, Any], path: KeyPath, rel: str,
-           provenance: ProvenanceMap) -> None:
-    """Merge `new` (parsed from `rel`) into `into`, recording provenance."""
+           provenance: ProvenanceMap, owned: set[int]) -> None:
+    """Merge `new` (parsed from `rel`) into `into`, recording provenance.
+
+    Tables of `new` are taken as they are, not copied: a table is copied only
+    when a later file merges into it (`owned` holds the ids of the copies), so
+    no parsed file is ever changed and the cache can hand them out again.
+    """
     for key, value in new.items():
         here = (*path, key)
         old = into.get(key)
         if isinstance(old, dict) and isinstance(value, dict):
             provenance[here] = rel
-            _merge(old, value, here, rel, provenance)
+            if id(old) not in owned:
+                old = into[key] = dict(old)
+                owned.add(id(old))
+            _merge(old, value, here, rel, provenance, owned)
             continue
         if key in into and (isinstance(old, dict) or isinstance(value, dict)):
             raise _clash(here, old, value, rel, provenance.get(here))
@@ -286,6 +322,9 @@ def state_dir_hint(config_dir: Path) -> str:
     this reads what it can: the full config, else the merged files, else the
     main file alone, else the default.
     """
+    quick = _state_dir_of_main(Path(config_dir))
+    if quick is not None:
+        return quick
     try:
         return load_config(config_dir).haproxy.state_dir
     except ConfigError:
@@ -298,6 +337,51 @@ def state_dir_hint(config_dir: Path) -> str:
         if isinstance(value, str) and value.startswith("/"):
             return value
     return DEFAULT_STATE_DIR
+
+
+# Bytes without which a drop-in cannot set haproxy.state_dir: the key itself,
+# or a \u escape in a quoted TOML or JSON key that could spell it.
+_MAY_NAME_STATE_DIR = re.compile(rb"state_dir|\\[uU]")
+_QUICK_READ = 64 * 1024  # a drop-in is a few lines; a larger one takes the full path
+
+
+def _state_dir_of_main(config_dir: Path) -> str | None:
+    """state_dir_hint() without parsing the drop-ins, when none can name the state dir.
+
+    `status` asks this on every run, and parsing 1,000 drop-ins to learn one key
+    that none of them sets was most of its time. When no drop-in contains the
+    key, the answer below is exactly the full one: valid or not, the merged
+    value is then the main file's. None: some drop-in may set it (or cannot be
+    read); the caller takes the full path.
+    """
+    try:
+        files = config_files(config_dir)
+    except ConfigError:
+        return None
+    main = config_dir / MAIN_FILE
+    if any(path != main and _may_name_state_dir(path) for path in files):
+        return None
+    try:
+        value = _main_raw(config_dir).get("haproxy", {}).get("state_dir")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_STATE_DIR
+    return value if isinstance(value, str) and value.startswith("/") else DEFAULT_STATE_DIR
+
+
+def _may_name_state_dir(path: Path) -> bool:
+    # A bare read, not _read_bytes(): a thousand of these must cost little. Anything
+    # odd (unreadable, not a file, larger than a drop-in is): yes, let the full path say.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        data = os.read(fd, _QUICK_READ)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return len(data) == _QUICK_READ or _MAY_NAME_STATE_DIR.search(data) is not None
 
 
 def _merged_raw(config_dir: Path) -> RawConfig:

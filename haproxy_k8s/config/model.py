@@ -6,6 +6,7 @@ planner can be tested on values alone. Durations are kept in milliseconds.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,31 +14,37 @@ from enum import StrEnum
 
 from ..vip.model import VipSettings
 
-DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
-DEFAULT_STATE_DIR = "/run/haproxy-k8s"
-# HAProxy backends are named after their cluster: the one place this is spelled.
-BACKEND_PREFIX = "be_"
-# The fail-open twin of a cluster's backend (same nodes, no checks): its own prefix,
-# so nothing that maps backends to clusters mistakes it for a cluster.
-FAILOPEN_PREFIX = "fo_"
+# Re-exported: they live in names.py, so `status` can use them without the model.
+from .names import (
+    BACKEND_PREFIX as BACKEND_PREFIX,
+)
+from .names import (
+    DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR,
+)
+from .names import (
+    DEFAULT_STATE_DIR as DEFAULT_STATE_DIR,
+)
+from .names import (
+    FAILOPEN_PREFIX as FAILOPEN_PREFIX,
+)
+from .names import (
+    backend_name as backend_name,
+)
+from .names import (
+    cluster_of_backend as cluster_of_backend,
+)
+from .names import (
+    cluster_of_failopen as cluster_of_failopen,
+)
+from .names import (
+    failopen_backend_name as failopen_backend_name,
+)
 
 
-def backend_name(cluster: str) -> str:
-    return BACKEND_PREFIX + cluster
-
-
-def failopen_backend_name(cluster: str) -> str:
-    return FAILOPEN_PREFIX + cluster
-
-
-def cluster_of_failopen(backend: str) -> str | None:
-    """The cluster a fail-open twin backend (`fo_NAME`) belongs to; None otherwise."""
-    return backend[len(FAILOPEN_PREFIX):] if backend.startswith(FAILOPEN_PREFIX) else None
-
-
-def cluster_of_backend(backend: str) -> str | None:
-    """The cluster a backend belongs to; None for backends that are not ours."""
-    return backend[len(BACKEND_PREFIX):] if backend.startswith(BACKEND_PREFIX) else None
+def cluster_backends(cluster: Cluster) -> tuple[str, ...]:
+    """Every backend that holds `cluster`'s servers: its own, and its fail-open twin."""
+    own = backend_name(cluster.name)
+    return (own, failopen_backend_name(cluster.name)) if cluster.settings.fail_open else (own,)
 
 
 # StrEnum: members are their strings, so templates, JSON and comparisons with
@@ -297,4 +304,10 @@ class Config:
     vip: VipSettings | None = None  # keepalived-driven virtual IP (vip/)
 
     def cluster(self, name: str) -> Cluster | None:
-        return next((c for c in self.clusters if c.name == name), None)
+        return self._clusters_by_name.get(name)
+
+    @functools.cached_property
+    def _clusters_by_name(self) -> dict[str, Cluster]:
+        # Made once per config: the planner and the hold-down ask for each of
+        # 1,000 clusters, and a scan each time made an apply quadratic.
+        return {c.name: c for c in self.clusters}

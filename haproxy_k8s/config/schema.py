@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..vip.model import VipSettings
 from . import sni
 from .binds import check_bind_conflicts
+from .memo import CLUSTERS
 from .model import (
     Balance,
     CheckKind,
@@ -306,7 +307,9 @@ def _watch(section: _Section) -> WatchSettings:
 
 
 def _clusters(section: _Section, defaults: ClusterSettings) -> tuple[Cluster, ...]:
-    clusters = tuple(_cluster(table, defaults) for table in _named_tables(section, "cluster"))
+    tables = _named_tables(section, "cluster")
+    clusters = CLUSTERS.build_all([(t.name, t.data) for t in tables], defaults,
+                                  lambda i: _cluster(tables[i], defaults))
     if not clusters:
         raise ConfigError(
             "no clusters configured (add a [clusters.NAME] table with nodes in a drop-in)",

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from .schema import _Section
 
 DISCOVERY_KEYS = frozenset({"kubeconfig", "namespace", "service", "port_name"})
+# Each frozenset() call makes a new 216-byte object: the usual "none disabled"
+# shares this one (two per cluster were 0.4 MiB at 1,000 clusters).
+_NONE: frozenset[Any] = frozenset()
 _DEFAULT_PORT = 6443
 
 
@@ -61,7 +64,7 @@ def disabled_nodes(cluster: _Section) -> tuple[frozenset[str], frozenset[tuple[s
     """
     tables = cluster.data.get("nodes")
     if not isinstance(tables, dict):
-        return frozenset(), frozenset()
+        return _NONE, _NONE
     names, addresses = set(), set()
     for name, table in tables.items():
         if not isinstance(table, dict) or table.get("enabled") is not False:
@@ -70,4 +73,4 @@ def disabled_nodes(cluster: _Section) -> tuple[frozenset[str], frozenset[tuple[s
         if "address" in table:
             port = _port(table["port"]) if "port" in table else _DEFAULT_PORT
             addresses.add((_address(table["address"]), port))
-    return frozenset(names), frozenset(addresses)
+    return frozenset(names) or _NONE, frozenset(addresses) or _NONE

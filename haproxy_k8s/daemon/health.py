@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.model import Config, backend_name, cluster_of_backend
 from ..errors import RuntimeApiError
 from ..haproxy.replies import ServerKey
-from ..haproxy.runtime import RuntimeClient
-from ..sources.kubernetes import UpNodes
+from ..haproxy.runtime import SERVER_COLUMNS, RuntimeClient
+from ..sources.base import UpNodes
+from . import malloc
+from .logsink import LogSink
 from .states import StatRow, StatRows, check_reason, node_state
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,14 @@ log = logging.getLogger(__name__)
 # Poll at the fastest check interval, within these bounds: faster than HAProxy
 # checks tells nothing new, slower than a second makes `status` lag.
 MIN_INTERVAL, MAX_INTERVAL = 0.25, 1.0
+# With HAProxy's log messages arriving (logsink.py), transitions come as they
+# happen and a full poll only reconciles (sessions, check texts, a dropped
+# message): reading every server every second cost 9 % of a core at 3,000.
+RECONCILE_INTERVAL = 10.0
+RECONCILE_PER_SERVER = 0.01  # seconds: 30 s between full reads at 3,000 servers
+# News about more backends than this at once: one full poll is cheaper.
+MAX_TARGETED = 32
+GATHER = 0.1  # seconds to collect news before reading: at most 10 targeted reads a second
 # A reload can make the admin socket refuse a connection for a moment; only
 # this many failed polls in a row are worth a warning.
 UNREACHABLE_AFTER = 3
@@ -40,6 +50,10 @@ class HealthSnapshot:
     rows: StatRows | None = None
     taken_at: float = 0.0  # time.monotonic(); 0 before the first poll
     error: str | None = "not polled yet"
+    # When each backend's rows were read (time.monotonic()): a backend is read
+    # again on news, the rest only by the slow full read, so their `lastchg`
+    # ages are as of then (status_ages() brings them up to now).
+    read_at: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def reachable(self) -> bool:
@@ -54,9 +68,11 @@ def poll_interval(config: Config | None) -> float:
     return min(MAX_INTERVAL, max(MIN_INTERVAL, fastest))
 
 
-def read_stats(admin_socket: Path, timeout: float = 2.0) -> dict[ServerKey, StatRow]:
-    """`show stat`, keyed by (proxy, server); raises RuntimeApiError."""
-    return dict(RuntimeClient(admin_socket, timeout).show_stat())
+def read_stats(admin_socket: Path, timeout: float = 2.0, backend: str | None = None,
+               columns: Collection[str] | None = None) -> dict[ServerKey, StatRow]:
+    """`show stat` of servers (of one backend), keyed by (proxy, server), with
+    only `columns` (None: all); raises RuntimeApiError."""
+    return dict(RuntimeClient(admin_socket, timeout).show_server_stats(backend, columns))
 
 
 def server_label(key: ServerKey) -> str:
@@ -122,11 +138,26 @@ class HealthPoller:
         self._failures = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # News from HAProxy's log messages (logsink.py), or a request for a
+        # full poll after an apply: wakes the thread before its interval ends.
+        self.events_live = False  # set when the log socket is bound
+        self._sink: LogSink | None = None
+        self._wake = threading.Event()
+        self._dirty: set[str] = set()  # backends to re-read; guarded by _lock
+        self._full = False  # guarded by _lock
 
     # -- lifecycle ---------------------------------------------------------
+    def listen(self, log_socket: str) -> None:
+        """Take HAProxy's log messages at `log_socket` (an abstract socket name,
+        StatePaths.log_socket) as news; before HAProxy starts."""
+        self._sink = LogSink(log_socket, self.notify)
+        self.events_live = self._sink.bind()
+
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("health poller already started")
+        if self._sink is not None:
+            self._sink.start()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
@@ -134,6 +165,9 @@ class HealthPoller:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop and join the thread; a poll in progress ends within `self.timeout`."""
         self._stop.set()
+        self._wake.set()
+        if self._sink is not None:
+            self._sink.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -144,13 +178,46 @@ class HealthPoller:
             self._snapshot = HealthSnapshot(None, time.monotonic(), "health poller stopped")
 
     def _run(self) -> None:
-        # The stop Event doubles as the sleep, so stop() never waits a full interval.
+        # The stop Event is set together with _wake, so stop() never waits a full interval.
+        next_full = 0.0
         while not self._stop.is_set():
+            if self._dirty:
+                # Servers go DOWN one after another (checks are spread over
+                # their interval): gather a moment, then read once.
+                self._stop.wait(GATHER)
+            now = time.monotonic()
+            with self._lock:
+                full, self._full = self._full or now >= next_full, False
+                dirty, self._dirty = self._dirty, set()
             try:
-                self.poll()
+                if full or len(dirty) > MAX_TARGETED:
+                    self.poll()
+                    next_full = time.monotonic() + self.full_interval()
+                elif dirty:
+                    self.refresh(dirty)
             except Exception:  # a bug here must not end health reporting for good
                 log.exception("health poll failed")
-            self._stop.wait(self.interval)
+            self._wake.wait(max(0.0, next_full - time.monotonic()))
+            self._wake.clear()
+
+    def full_interval(self) -> float:
+        if not self.events_live:
+            return self.interval
+        # A full read costs in proportion to the servers: so does its spacing.
+        rows = self.latest().rows
+        return max(self.interval, RECONCILE_INTERVAL, len(rows or ()) * RECONCILE_PER_SERVER)
+
+    def notify(self, backends: set[str]) -> None:
+        """These backends' servers changed (any thread): re-read them now."""
+        with self._lock:
+            self._dirty |= backends
+        self._wake.set()
+
+    def request_full(self) -> None:
+        """Re-read every server now (after an apply: servers came and went)."""
+        with self._lock:
+            self._full = True
+        self._wake.set()
 
     # -- polling -------------------------------------------------------------
     def latest(self) -> HealthSnapshot:
@@ -160,12 +227,41 @@ class HealthPoller:
     def poll(self) -> HealthSnapshot:
         """Read `show stat` once, publish the snapshot and log transitions."""
         with self._poll_lock:
+            return self.poll_locked()
+
+    def poll_locked(self) -> HealthSnapshot:
+        try:
+            rows = read_stats(self.admin_socket, self.timeout, columns=SERVER_COLUMNS)
+        except RuntimeApiError as e:
+            return self._publish(HealthSnapshot(None, time.monotonic(), str(e)))
+        changed = self._note(rows)
+        now = time.monotonic()
+        snapshot = self._publish(HealthSnapshot(rows, now, None,
+                                                dict.fromkeys({b for b, _ in rows}, now)))
+        malloc.trim()  # a full read parses every server's ~120 columns: a burst
+        if changed and self.on_change is not None:
+            self.on_change()
+        return snapshot
+
+    def refresh(self, backends: set[str]) -> HealthSnapshot:
+        """Re-read only `backends` and merge them into the last full poll's rows."""
+        with self._poll_lock:
+            base = self.latest().rows
+            if base is None:
+                return self.poll_locked()
+            fresh: dict[ServerKey, StatRow] = {}
             try:
-                rows = read_stats(self.admin_socket, self.timeout)
-            except RuntimeApiError as e:
-                return self._publish(HealthSnapshot(None, time.monotonic(), str(e)))
-            changed = self._note(rows)
-            snapshot = self._publish(HealthSnapshot(rows, time.monotonic(), None))
+                for backend in sorted(backends):
+                    fresh.update(read_stats(self.admin_socket, self.timeout, backend,
+                                             SERVER_COLUMNS))
+            except RuntimeApiError:
+                return self.poll_locked()  # gone after a reload, or unreachable
+            rows = {k: v for k, v in base.items() if k[0] not in backends}
+            rows.update(fresh)
+            changed = self._note(fresh, forget=False)
+            now = time.monotonic()
+            read_at = {**self.latest().read_at, **dict.fromkeys(backends, now)}
+            snapshot = self._publish(HealthSnapshot(rows, now, None, read_at))
         if changed and self.on_change is not None:
             self.on_change()
         return snapshot
@@ -183,7 +279,7 @@ class HealthPoller:
             self._snapshot = snapshot
         return snapshot
 
-    def _note(self, rows: StatRows) -> bool:
+    def _note(self, rows: StatRows, forget: bool = True) -> bool:
         """Log and remember every state change; forget servers that are gone.
 
         Servers keep their last state while HAProxy is unreachable, so a
@@ -198,7 +294,7 @@ class HealthPoller:
                 level = logging.WARNING if after in ("DOWN", "NOLB", "UNKNOWN") else logging.INFO
                 log.log(level, "%s", describe(key, before, row))
             self._states[key] = after
-        for key in [k for k in self._states if k not in rows]:
+        for key in [k for k in self._states if forget and k not in rows]:
             del self._states[key]
         return bool(changed)
 

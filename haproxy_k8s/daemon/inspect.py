@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..apply import operator as opstate
 from ..apply.applier import ApplyOutcome
 from ..apply.plan import PlanKind, make_plan
-from ..config.model import Config, backend_name
+from ..config.model import Cluster, Config, backend_name
 from ..errors import HaproxyK8sError
 from ..haproxy import render as render_mod
 from ..haproxy.replies import ServerKey
@@ -56,11 +56,27 @@ def record_transition(daemon: Daemon, key: ServerKey, before: str | None, row: S
                            .removeprefix(label).strip())
 
 
-def node_table(config: Config | None) -> list[tuple[str, str]]:
-    if config is None:
-        return []
-    return [(f"{c.name}/{n.name}", f"{n.haproxy_addr} weight {n.weight}")
-            for c in config.clusters for n in c.nodes]
+def _cluster_rows(cluster: Cluster) -> list[tuple[str, str]]:
+    return [(f"{cluster.name}/{n.name}", f"{n.haproxy_addr} weight {n.weight}")
+            for n in cluster.nodes]
+
+
+def changed_node_tables(before: Config | None, after: Config | None
+                        ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Each side's (cluster/node, "address:port weight W") pairs, of the clusters
+    whose nodes differ only: an edit to one of 1,000 clusters compares three
+    nodes, not 3,000."""
+    old = {c.name: c for c in before.clusters} if before is not None else {}
+    new = {c.name: c for c in after.clusters} if after is not None else {}
+    rows_before: list[tuple[str, str]] = []
+    rows_after: list[tuple[str, str]] = []
+    for name in old.keys() | new.keys():
+        was, now = old.get(name), new.get(name)
+        if was is now or (was is not None and now is not None and was.nodes == now.nodes):
+            continue
+        rows_before += _cluster_rows(was) if was is not None else []
+        rows_after += _cluster_rows(now) if now is not None else []
+    return rows_before, rows_after
 
 
 def record_apply(daemon: Daemon, outcome: ApplyOutcome, reason: str,
@@ -78,7 +94,7 @@ def record_apply(daemon: Daemon, outcome: ApplyOutcome, reason: str,
     daemon.eventlog.record("apply", "config", f"{outcome.action}{why} on {reason}, generation "
                            f"{daemon.state.generation}, {outcome.seconds * 1000:.0f} ms")
     assert daemon.applier is not None
-    for obj, message in node_changes(node_table(before), node_table(daemon.applier.applied)):
+    for obj, message in node_changes(*changed_node_tables(before, daemon.applier.applied)):
         daemon.eventlog.record("config", obj, message)
 
 
@@ -97,8 +113,10 @@ def refuse_last_serving(daemon: Daemon, target: str) -> str:
     assert daemon.applier is not None and daemon.health is not None
     cluster_name, _, node = target.partition("/")
     cluster = daemon.applier.applied.cluster(cluster_name) if daemon.applier.applied else None
-    rows = daemon.health.poll().rows
-    if cluster is None or rows is None:
+    if cluster is None:
+        return ""  # unknown nodes are refused by the applier
+    rows = daemon.health.refresh({cluster.backend}).rows
+    if rows is None:
         return ""  # unknown nodes are refused by the applier; unknown health: do not guess
     serving = [n.name for n in cluster.nodes
                if rows.get((backend_name(cluster.name), n.name), {}).get("status", "")

@@ -8,6 +8,7 @@ one place merges desired state, applies it and talks to the HAProxy master.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import queue
@@ -27,14 +28,14 @@ from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.discovery import DiscoverySources
 from ..sources.files import FileSource
-from ..sources.secretfiles import SecretFiles
+from ..sources.secretfiles import SecretFiles, secret_files
 from ..vip.manager import VipManager
 from ..vip.metrics import VipCollector
 from . import inspect, reexec, requests, supervise
-from .control import ControlServer, Request
+from .control import READ_ONLY_OPS, ControlServer, Request
 from .debounce import Debouncer
 from .events import EventLog
-from .health import HealthPoller, poll_interval, up_nodes_of
+from .health import MAX_TARGETED, HealthPoller, poll_interval, up_nodes_of
 from .holddown import HoldDown, destructive_changes
 from .lock import StateDirLock
 from .publisher import StatusPublisher
@@ -44,7 +45,10 @@ from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 
-TICK = 0.5  # seconds between supervision rounds when nothing happens
+# Seconds between supervision rounds when nothing happens; half that while a
+# [vip] is configured: the VIP's fitness follows HAProxy's death within it.
+TICK = 1.0
+VIP_TICK = 0.5
 MAX_BACKOFF = 30.0
 
 
@@ -52,6 +56,7 @@ MAX_BACKOFF = 30.0
 class Event:
     # changed (a write may be in progress) | written (a file is whole again) |
     # apply | stop | health (a node changed state) | control (a CLI request) |
+    # publish (a runtime change's file was validated beside the loop) |
     # reexec (replace our code, keep HAProxy)
     kind: str
     detail: str = ""
@@ -126,6 +131,7 @@ class Daemon:
         self.health = HealthPoller(
             self.applier.paths.admin_socket, on_change=lambda: self.post("health"),
             on_transition=lambda *change: inspect.record_transition(self, *change))
+        self.health.listen(self.applier.paths.log_socket)  # before HAProxy can log
         self.publisher = StatusPublisher(self)
         self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
         self.publisher.metrics.registry.register(VipCollector(self.vip))
@@ -136,7 +142,9 @@ class Daemon:
             self.state.generation = 1
         if error is not None:
             self._serve_last_good(error, adopted is not None)
-        outcome = self.apply("start")
+        # The config just loaded, not a second load: an edit made meanwhile was
+        # seen by the watcher, which started first, and applies next.
+        outcome = self.apply("start", config if error is None else None)
         if not self.applier.master.alive() and isinstance(outcome.error, ConfigError):
             # Not only broken drop-ins: an unreadable password file, a taken port.
             self._serve_last_good(outcome.error, adopted is not None)
@@ -189,6 +197,8 @@ class Daemon:
         assert self.applier is not None and self.health is not None
         assert self.publisher is not None
         self.health.poll()
+        # The password files as they are now: a change after READY is a change.
+        self._secret_files.changed(secret_files(self.applier.applied, self.applier.attempted))
         problems = wait_serving(self.applier.applied, self.promex)
         for problem in problems:
             log.error("not serving after start: %s", problem)
@@ -196,6 +206,7 @@ class Daemon:
         self._ready = True
         self.publisher.write()
         self.notifier.ready(self.publisher.summary())
+        quiet_collector()
         if self.on_ready is not None:
             self.on_ready()
 
@@ -235,6 +246,12 @@ class Daemon:
             outcome.error = self.files.locate(outcome.error)
         self.state.record_apply(outcome, reason)
         inspect.record_apply(self, outcome, reason, before)
+        if self.health is not None and 0 < len(outcome.backends) <= MAX_TARGETED:
+            # These servers came, went or moved: read them back now, so the
+            # status written below shows them (a drained node as DRAIN).
+            self.health.refresh(set(outcome.backends))
+        elif self.health is not None and outcome.action is not ApplyAction.NOOP:
+            self.health.request_full()  # a new worker: every server is new
         self._refresh_config_settings()
         if self.vip is not None:
             self.vip.configure(self.applier.applied)
@@ -243,6 +260,8 @@ class Daemon:
             if self.applier.master.alive():
                 # systemd expects READY=1 after every RELOADING=1.
                 self.notifier.ready(self.publisher.summary())
+        # The change is live and status says so: now its file is validated, beside the loop.
+        self.applier.start_pending(lambda: self.post("publish"))
         return outcome
 
     def _schedule_retry(self, outcome: ApplyOutcome) -> None:
@@ -265,6 +284,27 @@ class Daemon:
         if self._ready and applied is not None:
             self.publisher.serve_metrics(applied)
 
+    def _finish_pending(self) -> None:
+        """Validate and publish a runtime change's file now (apply/deferred.py)."""
+        assert self.applier is not None
+        self._pending_error(self.applier.finish_pending())
+
+    def _collect_pending(self) -> None:
+        """The validation worker ended: publish its file, or start on a newer one."""
+        assert self.applier is not None
+        self._pending_error(self.applier.collect_pending())
+        if self.retry_at is None:  # a full disk is retried with backoff, not at once
+            self.applier.start_pending(lambda: self.post("publish"))
+
+    def _pending_error(self, error: HaproxyK8sError | None) -> None:
+        if error is not None:
+            self.state.record_error(error.record())
+            if isinstance(error, StateDirError):
+                self.state.state_dir_errors += 1
+                self._schedule_retry(ApplyOutcome(ApplyAction.ERROR, error))
+            if self._ready and self.publisher is not None:
+                self.publisher.write()  # status shows the error at once
+
     def _error_text(self) -> str:
         return str((self.state.last_error or {}).get("message", ""))
 
@@ -286,6 +326,8 @@ class Daemon:
         finally:
             self._stop_sources()
             self._stop_observers()
+            if started:
+                self._finish_pending()  # a re-exec or the next start reads the file
             if self._reexec and started:
                 # The lock and sockets close on exec (CLOEXEC): the new code takes them.
                 self.notifier.reloading()
@@ -330,7 +372,8 @@ class Daemon:
                     if d is not None]
             due = min(dues) if dues else None
             try:
-                event = self.events.get(timeout=TICK if due is None else max(0.0, min(due, TICK)))
+                tick = self._tick()
+                event = self.events.get(timeout=tick if due is None else max(0.0, min(due, tick)))
             except queue.Empty:
                 event = None
             if event is not None and event.kind in ("stop", reexec.EVENT):
@@ -341,15 +384,22 @@ class Daemon:
             # A burst of file events must not turn into a burst of socket
             # round trips: supervise once a tick, or at once on news.
             now = time.monotonic()
-            news = event is not None and event.kind in ("health", "control")
+            news = event is not None and (event.kind == "health" or (
+                event.request is not None and event.request.op not in READ_ONLY_OPS))
             if now >= self._next_supervise or news:
-                self._next_supervise = now + TICK
+                self._next_supervise = now + self._tick()
                 self._supervise(force_status=news)
+
+    def _tick(self) -> float:
+        return VIP_TICK if self.vip is not None and self.vip.settings is not None else TICK
 
     def _handle(self, event: Event | None) -> None:
         now = time.monotonic()
         if event is not None and event.kind in ("changed", "written"):
             self.debounce.touch(now, event.detail, complete=event.kind == "written")
+        elif event is not None and event.kind == "publish":
+            self._collect_pending()
+            return
         elif event is not None and event.kind == "apply":
             self.apply(event.detail or "request")
             return
@@ -384,3 +434,25 @@ class Daemon:
         if self.publisher is not None:
             self.publisher.write_final()
         log.info("stopped")
+
+
+# Python's cyclic collector by default runs every 700 net allocations, and a
+# full pass over the heap whenever it grew by a quarter: at 1,000 clusters
+# (a million objects, nearly none in cycles) full passes took 30-160 ms
+# each, several per edit. Collecting young objects every 20,000 allocations
+# instead keeps cyclic garbage short-lived and full passes rare.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def collect_seldom() -> None:
+    """Collections less often, from the start: the first load and start build
+    the whole model, and full passes over a growing heap made it slower."""
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def quiet_collector() -> None:
+    """Once the daemon is up: what start-up made (modules, templates) is kept
+    out of every later collection, and collections come less often."""
+    gc.collect()
+    gc.freeze()
+    collect_seldom()

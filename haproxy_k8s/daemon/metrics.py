@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 THREAD_NAME = "haproxy-k8s-metrics"
 # How often the serving thread looks for a shutdown request: bounds close().
-SHUTDOWN_POLL = 0.1
+SHUTDOWN_POLL = 0.5  # serve_forever wakes this often only to see a shutdown
 # Connections served at once (a thread each); more are closed at once. A
 # scraper needs one; 800 idle connections must not make 800 threads.
 MAX_CONNECTIONS = 8
@@ -199,7 +199,7 @@ class MetricsExporter:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._snapshot = MetricsSnapshot()
+        self._snapshot: MetricsSnapshot | Callable[[], MetricsSnapshot] = MetricsSnapshot()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(SnapshotCollector(self.latest))
         self.bind: Bind | None = None
@@ -207,12 +207,16 @@ class MetricsExporter:
         self._httpd: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
-    def publish(self, snapshot: MetricsSnapshot) -> None:
+    def publish(self, snapshot: MetricsSnapshot | Callable[[], MetricsSnapshot]) -> None:
+        """The snapshot, or how to make it: made on the first scrape that wants
+        it (the daemon publishes on every status write, scrapes come seldom)."""
         with self._lock:
             self._snapshot = snapshot
 
     def latest(self) -> MetricsSnapshot:
         with self._lock:
+            if not isinstance(self._snapshot, MetricsSnapshot):
+                self._snapshot = self._snapshot()
             return self._snapshot
 
     def access(self) -> Access:

@@ -8,6 +8,7 @@ that same document.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -15,19 +16,40 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from ..clock import utc_at, utc_now
-from ..config.model import Config
+from ..config.model import Config, Node
 from ..fileio import write_atomic
+from . import malloc
 from .access import access_for
 from .holddown import HoldDown
 from .metrics import MetricsExporter, snapshot_of
-from .status import DaemonStatus, HaproxyStatus, StatusDocument, build, shape_of_config, summary
+from .status import (
+    ClusterCache,
+    ClusterShape,
+    DaemonStatus,
+    HaproxyStatus,
+    StatusDocument,
+    build,
+    cluster_shape,
+    removals_by_cluster,
+    summary,
+)
+
+# A cluster's shape depends on its name, binds, nodes, hostnames and fail-open, its
+# nodes' drop-ins and its nodes draining out.
+ShapeKey = tuple[tuple[object, ...], tuple[str, ...], tuple[Node, ...]]
 
 if TYPE_CHECKING:
     from .loop import Daemon
 
 log = logging.getLogger(__name__)
 
-STATUS_REFRESH = 5.0  # seconds between status.json rewrites when nothing happens
+STATUS_REFRESH = 10.0  # seconds between status.json rewrites when nothing happens
+# News (a health transition) rewrites it at once, but not more often than
+# this: HAProxy's log messages can report thousands of servers going DOWN
+# one after another (first checks at 1,000 clusters), and each rebuild of
+# the whole document then cost more than the news was worth.
+NEWS_SPACING = 1.0
+REFRESH_PER_NODE = 0.01  # seconds
 
 
 class StatusPublisher:
@@ -37,10 +59,17 @@ class StatusPublisher:
         self.paths = daemon.applier.paths
         self.metrics = MetricsExporter()
         self._doc: StatusDocument | None = None
-        self._last_text = ""
+        self._last_digest = b""  # of the text last written, without written_at
         self._written_at = 0.0
+        self._news = False  # a forced write is due (at most every NEWS_SPACING)
+        self._nodes = 0  # in the last document
+        self._counts: list[dict[str, Any]] = []
         self._error: str | None = None
         self._failing_open: set[str] = set()
+        self._clusters = ClusterCache()  # unchanged clusters are not rebuilt per write
+        self._shape_of: tuple[Config, tuple[tuple[str, Node], ...], list[ClusterShape]] | None \
+            = None
+        self._cluster_shapes: dict[str, tuple[ShapeKey, ClusterShape]] = {}
 
     def document(self, running: bool = True) -> StatusDocument:
         d = self.daemon
@@ -54,22 +83,50 @@ class StatusPublisher:
             failed_reloads=d.state.failed_reloads,
             workers=sorted(table.worker_pids) if table else [],
             prometheus_exporter=d.promex)
-        config = d.applier.applied
-        # Nodes deleted from the config but still draining show as removing.
-        shape = shape_of_config(config, d.files.source, d.applier.ops.removals()) \
-            if config is not None else []
         rows = health.rows if health is not None and table is not None else None
         discovery = {name: asdict(st) for name, st in d.discovery.statuses().items()}
-        doc = build(self.daemon_status(running), haproxy, shape, rows, discovery=discovery)
+        doc = build(self.daemon_status(running), haproxy, self._shape(), rows,
+                    discovery=discovery, cache=self._clusters)
         if d.vip is not None:
             fields = d.vip.status_fields(self.paths.config)
             doc.vip, doc.config = fields.get("vip"), fields.get("config")
         return doc
 
+    def _shape(self) -> list[ClusterShape]:
+        """The applied config's clusters and nodes. Built again only for a
+        cluster that changed (the config memo keeps unchanged Cluster objects),
+        or whose nodes still draining out or drop-ins changed."""
+        d = self.daemon
+        assert d.applier is not None
+        config = d.applier.applied
+        if config is None:
+            return []
+        # Nodes deleted from the config but still draining show as removing.
+        removals = tuple(d.applier.ops.removals())
+        if self._shape_of is not None and self._shape_of[0] is config \
+                and self._shape_of[1] == removals:
+            return self._shape_of[2]
+        gone = removals_by_cluster(removals)
+        kept: dict[str, tuple[ShapeKey, ClusterShape]] = {}
+        shapes = []
+        for c in config.clusters:
+            # By value, not by Cluster: a changed default (every cluster a new
+            # object) leaves the shapes as they were.
+            key: ShapeKey = ((c.name, c.binds, c.nodes, c.sni, c.settings.fail_open),
+                   tuple(d.files.source(c.name, n.name) for n in c.nodes),
+                   gone.get(c.name, ()))
+            old = self._cluster_shapes.get(c.name)
+            shape = old[1] if old is not None and old[0] == key \
+                else cluster_shape(c, key[1], key[2])
+            kept[c.name] = (key, shape)
+            shapes.append(shape)
+        self._cluster_shapes = kept
+        self._shape_of = (config, removals, shapes)
+        return shapes
+
     def cluster_counts(self) -> list[dict[str, Any]]:
         """Each cluster's name and UP count in the last document (for the VIP's fitness)."""
-        doc = self._doc
-        return [{"name": c.name, "up": c.up} for c in doc.clusters] if doc is not None else []
+        return self._counts  # computed once per document: the VIP asks every tick
 
     def daemon_status(self, running: bool = True) -> DaemonStatus:
         """The daemon's part of the document, as it is now (the control socket's `status`)."""
@@ -95,21 +152,36 @@ class StatusPublisher:
         (bench, 1,000 clusters). `haproxy-k8s status` reads HAProxy live, so
         it never shows these ages stale.
         """
-        if force or now >= self._written_at + STATUS_REFRESH:
+        if force:
+            self._news = True
+        # Ages alone are refreshed less often in a large document (30 s at 3,000 nodes).
+        refresh = max(STATUS_REFRESH, self._nodes * REFRESH_PER_NODE)
+        if (self._news and now >= self._written_at + NEWS_SPACING) \
+                or now >= self._written_at + refresh:
             self.write()
+            # After the document and its JSON, written or not: the biggest burst of a round.
+            malloc.trim()
 
     def write(self) -> None:
         """Publish status.json and the metrics snapshot."""
-        self._written_at = time.monotonic()
+        self._written_at, self._news = time.monotonic(), False
         doc = self._doc = self.document()
         self._log_fail_open(doc)
-        self.metrics.publish(snapshot_of(self.daemon.state, doc))
-        text = doc.dumps()  # without written_at: an unchanged document is not rewritten
-        if text == self._last_text and self._error is None:
+        self._nodes = sum(len(c.nodes) for c in doc.clusters)
+        self._counts = [{"name": c.name, "up": c.up} for c in doc.clusters]
+        state = self.daemon.state
+        self.metrics.publish(lambda: snapshot_of(state, doc))
+        # Compact, each unchanged cluster's text kept: a write at 3,000 nodes
+        # encodes what changed. Unchanged apart from written_at: not rewritten.
+        doc.daemon.written_at = None
+        digest = hashlib.blake2b(doc.compact(self._clusters.text_of).encode()).digest()
+        if digest == self._last_digest and self._error is None:
             return
+        self._last_digest = digest
         doc.daemon.written_at = utc_now()
+        text = doc.compact(self._clusters.text_of)
         try:
-            write_atomic(self.paths.status, doc.dumps(), mode=0o640, durable=False)
+            write_atomic(self.paths.status, text, mode=0o640, durable=False)
         except OSError as e:
             # Keep balancing; say it once per different failure, not every tick. The
             # control socket's `status` tells the CLI the truth meanwhile.
@@ -118,7 +190,7 @@ class StatusPublisher:
                 self.daemon.state.state_dir_errors += 1
                 log.error("%s", self._error)
             return
-        self._last_text, self._error = text, None
+        self._error = None
 
     def _log_fail_open(self, doc: StatusDocument) -> None:
         """Say once when a cluster starts and stops failing open (not every rewrite)."""
@@ -134,7 +206,7 @@ class StatusPublisher:
         """After HAProxy stopped: say so, and remove the pid file."""
         doc = self.document(running=False)
         try:
-            write_atomic(self.paths.status, doc.dumps(), mode=0o640)
+            write_atomic(self.paths.status, doc.dumps(indent=None), mode=0o640)
         except OSError as e:
             log.error("cannot write %s: %s", self.paths.status, e)
         self.paths.daemon_pid.unlink(missing_ok=True)

@@ -56,6 +56,7 @@ def tick(daemon: Daemon, force_status: bool = False) -> None:
 
 def restart_master(daemon: Daemon) -> None:
     assert daemon.applier is not None
+    daemon._finish_pending()  # the master reads the file: it must be the checked one
     try:
         daemon.applier.master.start()
         daemon.applier.reapply_admin_states()

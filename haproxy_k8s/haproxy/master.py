@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import psutil
-
 from .. import proc
 from ..errors import ProcessError, RuntimeApiError
 from ..fileio import write_atomic
@@ -51,7 +49,11 @@ class _OutputTail(threading.Thread):
     and the file read to its end, or when told to stop.
     """
 
-    POLL = 0.05
+    # Quiet HAProxy writes nothing for hours: the wait between looks doubles
+    # up to POLL_MAX (20 wakeups a second cost more than the rest of an idle
+    # daemon), and drops back as soon as a line comes. A failed reload's
+    # alerts are fetched at once: catch_up() pokes the thread.
+    POLL_MIN, POLL_MAX = 0.05, 1.0
 
     def __init__(self, path: Path, offset: int, history: collections.deque[tuple[float, str]],
                  running: Callable[[], bool]) -> None:
@@ -59,6 +61,7 @@ class _OutputTail(threading.Thread):
         self._path, self._offset, self._history = path, offset, history
         self._running = running
         self.stop = threading.Event()
+        self._poke = threading.Event()  # look now (set by catch_up and by stop)
         self.position = offset  # how far the file has been read
 
     def run(self) -> None:
@@ -68,18 +71,27 @@ class _OutputTail(threading.Thread):
             return
         with stream:
             stream.seek(self._offset)
+            wait = self.POLL_MIN
             while True:
                 raw = stream.readline()
                 if raw.endswith(b"\n"):
                     self._note(raw)
                     self.position = stream.tell()
+                    wait = self.POLL_MIN
                 elif self.stop.is_set() or not self._running():
                     if raw:
                         self._note(raw)
                     return
                 else:
                     stream.seek(-len(raw), 1)  # a line still being written: later
-                    self.stop.wait(self.POLL)
+                    self._poke.wait(wait)
+                    self._poke.clear()
+                    wait = min(wait * 2, self.POLL_MAX)
+
+    def end(self) -> None:
+        """Read to the end of the file, then stop."""
+        self.stop.set()
+        self._poke.set()
 
     def catch_up(self, timeout: float = 1.0) -> None:
         """Wait until every line written so far has been read (a reload just failed:
@@ -90,6 +102,7 @@ class _OutputTail(threading.Thread):
             return
         deadline = time.monotonic() + timeout
         while self.position < size and self.is_alive() and time.monotonic() < deadline:
+            self._poke.set()
             time.sleep(0.01)
 
     def _note(self, raw: bytes) -> None:
@@ -177,7 +190,7 @@ class HaproxyMaster:
 
     def _follow(self, offset: int) -> None:
         if self._pump is not None:
-            self._pump.stop.set()
+            self._pump.end()
         self._pump = _OutputTail(self.paths.output, offset, self._history, self.alive)
         self._pump.start()
 
@@ -187,7 +200,8 @@ class HaproxyMaster:
             if not self.alive():
                 code = self._popen.returncode if self._popen else None
                 if self._pump is not None:
-                    # Its last lines may still be in the pipe: read them before quoting.
+                    # Its last lines may still be in the file: read them before quoting.
+                    self._pump.end()
                     self._pump.join(timeout=2.0)
                 alerts = "; ".join(self.alerts_since(started))
                 raise ProcessError(f"haproxy exited at start (code {code})"
@@ -251,6 +265,7 @@ class HaproxyMaster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._popen.wait(timeout=1.0)
         if self._pump is not None:
+            self._pump.end()
             self._pump.join(timeout=1.0)
 
     # -- master CLI --------------------------------------------------------
@@ -310,6 +325,8 @@ def read_pid(path: Path) -> int | None:
 
 
 def _is_haproxy(pid: int) -> bool:
+    import psutil  # here: `status` imports this module for read_pid() alone
+
     try:
         return "haproxy" in psutil.Process(pid).name()
     except psutil.Error:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,9 @@ STATE_DIR_MODE = 0o750  # as the unit's RuntimeDirectoryMode: the haproxy group 
 
 @dataclass(frozen=True)
 class StatePaths:
+    """Every file of the state dir. The paths are made once (cached): the daemon
+    asks for some of them on every supervision round."""
+
     root: Path
 
     def ensure_root(self) -> None:
@@ -19,60 +24,78 @@ class StatePaths:
             self.root.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
             os.chmod(self.root, STATE_DIR_MODE)  # mkdir's mode is filtered by the umask
 
-    @property
+    @functools.cached_property
     def config(self) -> Path:
         """The published config HAProxy runs: always one that passed `haproxy -c`."""
         return self.root / "haproxy.cfg"
 
-    @property
+    @functools.cached_property
     def candidate(self) -> Path:
         """A rendered config under validation, next to the live one (same filesystem)."""
         return self.root / "haproxy.cfg.candidate"
 
-    @property
+    @functools.cached_property
+    def deferred(self) -> Path:
+        """A runtime change's file under validation beside the loop (apply/deferred.py)."""
+        return self.root / "haproxy.cfg.deferred"
+
+    @functools.cached_property
     def last_good(self) -> Path:
         """The config of the last reload HAProxy accepted; the rollback target."""
         return self.root / "haproxy.cfg.good"
 
-    @property
+    @functools.cached_property
     def stats_auth(self) -> Path:
         """The stats userlist, a second `-f` file: the password stays out of haproxy.cfg."""
         return self.root / "stats-auth.cfg"
 
-    @property
+    @functools.cached_property
     def admin_socket(self) -> Path:
         return self.root / "admin.sock"
 
-    @property
+    @functools.cached_property
     def master_socket(self) -> Path:
         return self.root / "master.sock"
 
-    @property
+    @functools.cached_property
     def output(self) -> Path:
         """HAProxy's stdout and stderr (alerts, notices), for any daemon to read."""
         return self.root / "haproxy.out"
 
-    @property
+    @functools.cached_property
     def haproxy_pid(self) -> Path:
         return self.root / "haproxy.pid"
 
-    @property
+    @functools.cached_property
     def daemon_pid(self) -> Path:
         return self.root / "daemon.pid"
 
-    @property
+    @functools.cached_property
     def server_state(self) -> Path:
         return self.root / "server-state"
 
-    @property
+    @functools.cached_property
     def status(self) -> Path:
         return self.root / "status.json"
 
-    @property
+    @functools.cached_property
+    def log_socket(self) -> str:
+        """The name of the daemon's datagram socket for HAProxy's log messages
+        (daemon/logsink.py), in the abstract namespace (`abns@` to HAProxy).
+
+        Abstract, not a file here: HAProxy's workers send from the user they
+        drop to, which cannot enter a state dir private to root; an abstract
+        socket has no file permissions. Named after the state dir, so it is
+        the same for every reload and every daemon on this state dir.
+        """
+        digest = hashlib.sha256(os.path.abspath(self.root).encode()).hexdigest()[:20]
+        return f"haproxy-k8s-{digest}"
+
+    @functools.cached_property
     def control_socket(self) -> Path:
         """The daemon's control socket: CLI verbs ask the daemon through it."""
         return self.root / "control.sock"
 
-    @property
+    @functools.cached_property
     def operator_state(self) -> Path:
         return self.root / "operator-state.json"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-from ..config.model import ClusterSettings, Config, Node
+from ..config.model import Bind, Cluster, ClusterSettings, Config, Node
 from ..config.sni import own_binds
 from ..errors import RenderError
 from . import sni
@@ -21,6 +21,7 @@ from .paths import StatePaths
 from .secrets import USERLIST
 
 TEMPLATE = "haproxy.cfg.j2"
+CLUSTER_TEMPLATE = "cluster.cfg.j2"
 
 
 def _template_dir() -> Path:
@@ -113,6 +114,38 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+BlockKey = tuple[Cluster, tuple[Bind, ...]]
+# Each cluster's text as last rendered, by what it depends on: the cluster
+# (frozen, compared by value) and its own binds. Replaced by every render
+# with the clusters it rendered, so it never outgrows the config. The loop
+# and the validation worker may render at once: a lost update only costs a
+# render, never a wrong text.
+_blocks: dict[BlockKey, str] = {}
+
+
+class _ClusterBlocks:
+    """The `cluster_block` of one render, reusing the last render's texts."""
+
+    def __init__(self, template: jinja2.Template, shared: dict[Bind, sni.SharedFrontend]
+                 ) -> None:
+        self.template, self.shared = template, shared
+        self.previous = _blocks
+        self.now: dict[BlockKey, str] = {}
+
+    def render(self, cluster: Cluster) -> str:
+        binds = own_binds(cluster, self.shared)
+        key = (cluster, binds)
+        text = self.previous.get(key)
+        if text is None:
+            text = self.template.render(cluster=cluster, binds=binds)
+        self.now[key] = text
+        return text
+
+    def done(self) -> None:
+        global _blocks
+        _blocks = self.now
+
+
 def drops_privileges(config: Config) -> bool:
     """HAProxy can only switch user when started as root."""
     return os.geteuid() == 0 and bool(config.haproxy.user)
@@ -131,14 +164,17 @@ def render(config: Config, paths: StatePaths | None = None,
         template = _environment().get_template(TEMPLATE)
         shared = sni.shared_frontends(config, paths)
         binds = {fe.bind: fe for fe in shared}
-        return template.render(
+        blocks = _ClusterBlocks(_environment().get_template(CLUSTER_TEMPLATE), binds)
+        text = template.render(
             shared=shared,
-            own_binds=lambda cluster: own_binds(cluster, binds),
+            cluster_block=blocks.render,
             config=config,
             paths=paths,
             drop_privileges=drop_privileges,
             promex=promex,
             stats_userlist=USERLIST,
         )
+        blocks.done()
+        return text
     except jinja2.TemplateError as e:
         raise RenderError(f"cannot render {TEMPLATE}: {e}") from e

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 _UPTIME = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -95,17 +96,55 @@ def parse_show_proc(text: str) -> ProcTable:
     return ProcTable(master, failed, tuple(workers), tuple(old))
 
 
-def parse_show_stat(text: str) -> list[dict[str, str]]:
-    """Parse `show stat` CSV into dicts keyed by the header (`# pxname,svname,…`)."""
-    lines = text.strip("\n").splitlines()
-    if not lines or not lines[0].startswith("# "):
+def _stat_table(text: str) -> tuple[list[str], Iterator[list[str]]]:
+    """`show stat` CSV: the header's column names, and the rows one at a time.
+
+    One at a time, and no list of lines: a row is ~120 strings, and a burst
+    of small objects leaves the allocator's arenas fragmented after it.
+    """
+    lines = io.StringIO(text.strip("\n"))
+    first = lines.readline().rstrip("\r\n")
+    if not first.startswith("# "):
         raise ValueError(f"not a show stat reply: {text[:120]!r}")
-    header = lines[0][2:].rstrip(",").split(",")
-    rows = []
-    for row in csv.reader(io.StringIO("\n".join(lines[1:]))):
-        if row:
-            rows.append(dict(zip(header, row, strict=False)))
-    return rows
+    header = first[2:].rstrip(",").split(",")
+    return header, (row for row in csv.reader(lines) if row)
+
+
+def parse_show_stat(text: str, columns: Collection[str] | None = None) -> list[dict[str, str]]:
+    """Parse `show stat` CSV into dicts keyed by the header (`# pxname,svname,…`).
+
+    `columns`: keep only these (and pxname, svname). A row has ~120 columns;
+    thousands of full dicts were most of the daemon's memory and of the
+    cost of each poll.
+    """
+    header, table = _stat_table(text)
+    wanted = [(name, i) for i, name in enumerate(header)
+              if columns is None or name in columns or name in ("pxname", "svname")]
+    # Most values repeat ("UP", "L7OK", "0"): one string object per distinct value.
+    same: dict[str, str] = {}
+    return [{name: same.setdefault(row[i], row[i]) for name, i in wanted if i < len(row)}
+            for row in table]
+
+
+def server_stats(text: str, columns: Collection[str]) -> dict[ServerKey, dict[str, str]]:
+    """`show stat` rows keyed by (pxname, svname), each with only `columns`.
+
+    What the health poller keeps, one row per server (6,000 at 1,000
+    clusters), so it is kept small: the key is not repeated in the row, and
+    a value that repeats is one string object.
+    """
+    header, table = _stat_table(text)
+    wanted = [(name, i) for i, name in enumerate(header) if name in columns]
+    px, sv = (header.index(name) if name in header else len(header)
+              for name in ("pxname", "svname"))
+    same: dict[str, str] = {}
+
+    def cell(row: list[str], i: int) -> str:
+        return same.setdefault(row[i], row[i]) if i < len(row) else ""
+
+    return {(cell(row, px), cell(row, sv)): {name: cell(row, i) for name, i in wanted
+                                             if i < len(row)}
+            for row in table}
 
 
 def stats_by_server(rows: list[dict[str, str]]) -> dict[ServerKey, dict[str, str]]:

@@ -10,6 +10,7 @@ own words. Bytes on the wire are `sockets.send_command`'s job, parsing is
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
@@ -22,12 +23,18 @@ from .replies import (
     parse_servers_state,
     parse_show_proc,
     parse_show_stat,
+    server_stats,
     servers_state_by_server,
     stats_by_server,
 )
 from .sockets import send_command
 
 Rows = dict[ServerKey, dict[str, str]]
+
+STAT_TYPE_SERVER = 4  # `show stat <proxy> <type> <sid>`: 1 frontends, 2 backends, 4 servers
+# The `show stat` columns the status document, transition log and metrics read.
+SERVER_COLUMNS = frozenset({"status", "check_status", "check_code", "check_duration",
+                            "last_chk", "lastchg", "scur", "addr", "weight", "rate"})
 
 
 class Command(StrEnum):
@@ -93,7 +100,7 @@ class AdminApi(Protocol):
     """What the membership ops need from the admin socket (fakes implement it too)."""
 
     def show_stat(self) -> Rows: ...
-    def show_servers_state(self) -> Rows: ...
+    def show_servers_state(self, backend: str | None = None) -> Rows: ...
     def add_server(self, server: str, addr: str, params: str) -> None: ...
     def del_server(self, server: str) -> None: ...
     def set_state(self, server: str, state: AdminState) -> None: ...
@@ -129,18 +136,30 @@ class RuntimeClient:
         except ValueError as e:
             raise RuntimeApiError(f"{self.path}: {e}") from e
 
-    def dump_servers_state(self) -> str:
-        """`show servers state` as HAProxy prints it: the server-state file format."""
-        text = self._send("show servers state")
+    def show_server_stats(self, backend: str | None = None,
+                          columns: Collection[str] | None = SERVER_COLUMNS) -> Rows:
+        """`show stat` of servers only (no FRONTEND/BACKEND rows), of one
+        backend or all, with only `columns`: what the health view reads."""
+        line = f"show stat {backend or -1} {STAT_TYPE_SERVER} -1"
+        try:
+            if columns is not None:
+                return server_stats(self._send(line), columns)
+            return stats_by_server(parse_show_stat(self._send(line)))
+        except ValueError as e:
+            raise RuntimeApiError(f"{self.path}: {e}") from e
+
+    def dump_servers_state(self, backend: str | None = None) -> str:
+        """`show servers state [backend]` as HAProxy prints it: the server-state file format."""
+        text = self._send(f"show servers state {backend}" if backend else "show servers state")
         # The dump opens with its format version ("1"); an error is one line of prose.
         first = next((ln for ln in text.splitlines() if ln.strip()), "")
         if not first.strip().isdigit():
             raise RuntimeReplyError("show servers state", text.strip())
         return text
 
-    def show_servers_state(self) -> Rows:
-        """`show servers state`, keyed by (backend, server)."""
-        return servers_state_by_server(parse_servers_state(self.dump_servers_state()))
+    def show_servers_state(self, backend: str | None = None) -> Rows:
+        """`show servers state [backend]`, keyed by (backend, server)."""
+        return servers_state_by_server(parse_servers_state(self.dump_servers_state(backend)))
 
     # -- server changes ----------------------------------------------------
     def add_server(self, server: str, addr: str, params: str) -> None:

@@ -26,6 +26,11 @@ from ..config.model import Cluster, Config, Node
 # in progress (a file being written), True once it is whole.
 Post = Callable[[str, bool], None]
 
+# The UP nodes of a cluster by name, as the health poller last saw them (None: unknown).
+# Here, not in kubernetes.py: the health poller needs the type, and importing
+# kubernetes.py loads the Kubernetes client (lightkube, httpx) for nothing.
+UpNodes = Callable[[str], frozenset[str] | None]
+
 
 class Source(Protocol):
     name: str

@@ -10,20 +10,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..config.model import Config, Discovery
-from .base import NodeSet, Post
-from .kubernetes import DiscoveryStatus, KubernetesSource, UpNodes
+from .base import NodeSet, Post, UpNodes
+
+if TYPE_CHECKING:
+    from .kubernetes import DiscoveryStatus, KubernetesSource
 
 log = logging.getLogger(__name__)
 
-SourceFactory = Callable[[str, Discovery, UpNodes], KubernetesSource]
+SourceFactory = Callable[[str, Discovery, UpNodes], "KubernetesSource"]
+
+
+def kubernetes_source(cluster: str, discovery: Discovery, up_nodes: UpNodes
+                      ) -> KubernetesSource:
+    # Imported on first use: the Kubernetes client (lightkube, httpx) costs
+    # about 10 MiB of RSS, for nothing in a daemon that has no discovery.
+    from .kubernetes import KubernetesSource
+
+    return KubernetesSource(cluster, discovery, up_nodes)
 
 
 class DiscoverySources:
     name = "discovery"
 
-    def __init__(self, up_nodes: UpNodes, factory: SourceFactory = KubernetesSource) -> None:
+    def __init__(self, up_nodes: UpNodes, factory: SourceFactory = kubernetes_source) -> None:
         self.up_nodes = up_nodes
         self.factory = factory
         self._sources: dict[str, KubernetesSource] = {}

@@ -20,14 +20,13 @@ from dataclasses import dataclass, replace
 
 from ..clock import utc_now
 from ..config.model import Cluster, Config, Discovery, Node
-from .base import NodeSet, Post
+from .base import NodeSet, Post, UpNodes
 from .endpoints import Wanted, wanted
 from .slicewatch import Slices, SliceWatch, Via
 
 log = logging.getLogger(__name__)
 
-# The UP nodes of a cluster by name, as the health poller last saw them (None: unknown).
-UpNodes = Callable[[str], frozenset[str] | None]
+__all__ = ["DiscoveryStatus", "KubernetesSource", "UpNodes"]
 
 
 @dataclass(frozen=True)

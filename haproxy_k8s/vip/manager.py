@@ -19,6 +19,7 @@ from typing import Any
 from ..config.model import Config
 from ..errors import ConfigError, HaproxyK8sError
 from ..fileio import publish, write_atomic
+from ..haproxy.paths import StatePaths
 from . import heartbeat, unitside, wedge
 from .check import check_keepalived
 from .model import Manage, VipSettings
@@ -47,9 +48,12 @@ def read_password(path: str) -> str:
 
 
 def config_digest(text: str, state_dir: str) -> str:
-    """sha256 of a rendered config, with this host's state dir taken out: two
-    balancers with the same drop-ins hash the same even if their paths differ."""
-    return hashlib.sha256(text.replace(state_dir, "@STATE_DIR@").encode()).hexdigest()
+    """sha256 of a rendered config, with this host's state dir taken out (and the
+    log socket named after it): two balancers with the same drop-ins hash the
+    same even if their paths differ."""
+    log_socket = StatePaths(Path(state_dir)).log_socket
+    text = text.replace(state_dir, "@STATE_DIR@").replace(log_socket, "@LOG_SOCKET@")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def fit_reason(master_alive: bool, clusters: Sequence[Mapping[str, Any]]) -> str:
@@ -76,6 +80,7 @@ class VipManager:
         self.restarts = 0
         self._backoff, self._next_restart = 1.0, 0.0
         self._text = ""
+        self._hashed: tuple[tuple[int, int, int, str], dict[str, str | None]] | None = None
         # A re-executed daemon's fit link, still attached (see heartbeat.take_inherited).
         self._inherited = heartbeat.take_inherited()
         self.verdict: unitside.Verdict | None = None  # manage = "unit": the unit's answer
@@ -255,12 +260,22 @@ class VipManager:
 
     def _hashes(self, haproxy_cfg: Path) -> dict[str, str | None]:
         try:
-            text = haproxy_cfg.read_text()
+            stat = haproxy_cfg.stat()
         except OSError:
             return {"haproxy_sha256": None, "keepalived_sha256": None}
-        state = str(self.state_dir)
-        return {"haproxy_sha256": config_digest(text, state),
-                "keepalived_sha256": config_digest(self._text, state) if self._text else None}
+        # Every status write asks; haproxy.cfg is ~2 MB at 1,000 clusters and
+        # only replaced (renamed over), never edited in place: hash it once.
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size, self._text)
+        if self._hashed is None or self._hashed[0] != key:
+            try:
+                text = haproxy_cfg.read_text()
+            except OSError:
+                return {"haproxy_sha256": None, "keepalived_sha256": None}
+            state = str(self.state_dir)
+            self._hashed = (key, {
+                "haproxy_sha256": config_digest(text, state),
+                "keepalived_sha256": config_digest(self._text, state) if self._text else None})
+        return dict(self._hashed[1])
 
     def _keepalived_pid(self) -> int | None:
         if self.process is not None and self.process.alive():

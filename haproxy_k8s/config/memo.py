@@ -1,0 +1,51 @@
+"""Remember each cluster's model between loads, keyed by its raw table.
+
+Every apply re-reads and re-validates the whole directory; with 1,000
+clusters, validating every node address again was most of a node add. A
+cluster whose raw table (and the [defaults] it inherits) is unchanged gets
+its previous, identical `Cluster` back, which also makes comparing the old
+and new config (apply/plan.py) an identity check per cluster.
+
+Only successes are remembered, and only those of the latest load, so an
+invalid table is always re-validated (its error names file and key) and the
+memo never outgrows the config.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .model import Cluster, ClusterSettings
+
+MemoKey = tuple[str, str, ClusterSettings]
+
+
+class ClusterMemo:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._previous: dict[MemoKey, Cluster] = {}
+
+    def build_all(self, tables: list[tuple[str, Mapping[str, Any]]],
+                  defaults: ClusterSettings,
+                  build: Callable[[int], Cluster]) -> tuple[Cluster, ...]:
+        """`build(i)` for each table not seen unchanged in the previous load."""
+        with self._lock:
+            previous = self._previous
+        fresh: dict[MemoKey, Cluster] = {}
+        clusters = []
+        for i, (name, data) in enumerate(tables):
+            # repr: the tables hold only TOML/JSON values, whose repr is exact.
+            key = (name, repr(data), defaults)
+            cluster = previous.get(key)
+            if cluster is None:
+                cluster = build(i)
+            fresh[key] = cluster
+            clusters.append(cluster)
+        with self._lock:
+            self._previous = fresh
+        return tuple(clusters)
+
+
+CLUSTERS = ClusterMemo()
