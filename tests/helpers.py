@@ -151,6 +151,18 @@ def require_tool(name: str, hint: str, sbin: str = SYSTEM_PATH) -> str:
     return path
 
 
+def node_of(port: int, host: str = "127.0.8.1") -> str:
+    """Which stand-in answered a fresh TLS connection ("" when refused or closed).
+
+    Python sends no SNI for an IP literal, like a kubeconfig with `server: https://IP`.
+    """
+    try:
+        status, body = https_get(host, port, "/version", timeout=3)
+    except OSError:
+        return ""
+    return str(json.loads(body)["node"]) if status == 200 else ""
+
+
 def version_over_tls(port: int) -> Callable[[], str]:
     """One client request for the load: a fresh TLS connection, GET /version, expect 200.
 

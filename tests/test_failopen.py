@@ -6,7 +6,6 @@ Real daemon, HAProxy and TLS stand-ins whose /readyz the test flips to 500.
 from __future__ import annotations
 
 import collections
-import json
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,20 +13,11 @@ from pathlib import Path
 import pytest
 from conftest import StandInFactory
 from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
-from helpers import free_port, https_get, wait_until
+from helpers import free_port, node_of, wait_until
 
 from haproxy_k8s.demo.standin import StandIn
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
-
-
-def node_of(port: int) -> str:
-    """Which stand-in answered a fresh connection ("" when refused or closed)."""
-    try:
-        status, body = https_get(BALANCER, port, "/version", timeout=3)
-    except OSError:
-        return ""
-    return str(json.loads(body)["node"]) if status == 200 else ""
 
 
 def spread(port: int, count: int = 24) -> collections.Counter[str]:

@@ -6,7 +6,6 @@ slowstart 30s) so that "soon" means the first check came early, not a fast inter
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import StandInFactory
 from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
-from helpers import free_port, https_get, wait_until
+from helpers import free_port, node_of, wait_until
 
 from haproxy_k8s.demo.standin import StandIn
 
@@ -29,14 +28,6 @@ fall = 3
 rise = 2
 slowstart = "30s"
 """
-
-
-def node_of(port: int) -> str:
-    try:
-        status, body = https_get(BALANCER, port, "/version", timeout=3)
-    except OSError:
-        return ""
-    return str(json.loads(body)["node"]) if status == 200 else ""
 
 
 def node_toml(node: StandIn) -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import StandInFactory
 from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
-from helpers import free_port, https_get, require_tool, wait_until
+from helpers import free_port, require_tool, wait_until
+from helpers import node_of as node_without_sni
 
 from haproxy_k8s.demo.standin import StandIn
 
@@ -86,15 +87,6 @@ def node_by_kubectl(port: int, name: str, home: Path) -> str:
                                "KUBECONFIG": str(home / "none")})
     assert done.returncode == 0, done.stderr
     return str(json.loads(done.stdout)["node"])
-
-
-def node_without_sni(port: int) -> str:
-    """Python sends no SNI for an IP literal, like a kubeconfig with `server: https://IP`."""
-    try:
-        status, body = https_get(BALANCER, port, "/version", timeout=3)
-    except OSError:
-        return ""
-    return str(json.loads(body)["node"]) if status == 200 else ""
 
 
 @pytest.fixture
