@@ -59,14 +59,7 @@ class PendingPublish:
             return False
 
         def work() -> None:
-            error: HaproxyK8sError | None = None
-            try:
-                validate(config)
-            except HaproxyK8sError as e:
-                error = e
-            except OSError as e:
-                error = StateDirError(f"cannot write the candidate config: {e}")
-            self._verdict = (config, error)
+            self._verdict = (config, _check(validate, config))
             done()
 
         self._worker = threading.Thread(target=work, name=THREAD_NAME, daemon=True)
@@ -97,14 +90,7 @@ class PendingPublish:
         config = self.config
         if config is None:
             return error
-        try:
-            validate(config)
-        except HaproxyK8sError as e:
-            return self._settle(config, e, publish)
-        except OSError as e:
-            return self._settle(config, StateDirError(f"cannot write the candidate: {e}"),
-                                publish)
-        return self._settle(config, None, publish)
+        return self._settle(config, _check(validate, config), publish)
 
     def _settle(self, config: Config, error: HaproxyK8sError | None,
                 publish: Callable[[Config], None]) -> HaproxyK8sError | None:
@@ -122,3 +108,14 @@ class PendingPublish:
             log.error("the file of the last runtime change failed validation; "
                       "haproxy.cfg keeps the last good config: %s", error)
         return error
+
+
+def _check(validate: Callable[[Config], None], config: Config) -> HaproxyK8sError | None:
+    """`validate(config)`'s refusal, or None; a write that failed is a StateDirError."""
+    try:
+        validate(config)
+    except HaproxyK8sError as e:
+        return e
+    except OSError as e:
+        return StateDirError(f"cannot write the candidate config: {e}")
+    return None

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
-from ..config.model import AdminState, Config, Node, cluster_of_backend
+from ..config.model import AdminState, Config, Node, cluster_backends, cluster_of_backend
 from ..errors import RuntimeApiError
 from ..haproxy.render import failopen_server_params, server_params
 from ..haproxy.replies import ServerKey
@@ -179,9 +179,9 @@ class RuntimeOps:
         if backends is None:
             live.update(self.admin.show_servers_state())
         else:
-            twins = {c.failopen_backend for c in config.clusters
-                     if c.backend in backends and c.settings.fail_open}
-            for backend in sorted(set(backends) | twins):
+            touched = {b for c in config.clusters if c.backend in backends
+                       for b in cluster_backends(c)}  # the fail-open twins too
+            for backend in sorted(touched):
                 live.update(self.admin.show_servers_state(backend))
         problems = []
         for cluster in config.clusters:
