@@ -8,6 +8,7 @@ daemon's main loop stays the one place that changes HAProxy.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -25,6 +26,9 @@ from .logsink import LogSink
 from .states import StatRow, StatRows, check_reason, node_state
 
 log = logging.getLogger(__name__)
+
+# More servers than this first seen in one read are told as counts by state.
+FIRST_SEEN_DETAIL = 20
 
 # Poll at the fastest check interval, within these bounds: faster than HAProxy
 # checks tells nothing new, slower than a second makes `status` lag.
@@ -123,7 +127,7 @@ class HealthPoller:
     def __init__(self, admin_socket: Path, interval: float = MAX_INTERVAL, *,
                  timeout: float = 2.0, on_change: Callable[[], None] | None = None,
                  on_transition: Callable[[ServerKey, str | None, StatRow], None] | None = None,
-                 ) -> None:
+                 on_first_seen: Callable[[str], object] | None = None) -> None:
         self.admin_socket = admin_socket
         self.interval = interval  # read every round: the daemon may change it after an apply
         self.timeout = timeout
@@ -131,6 +135,7 @@ class HealthPoller:
         # Given each transition (on the poller thread) instead of logging it:
         # the daemon's event log records and logs it.
         self.on_transition = on_transition
+        self.on_first_seen = on_first_seen  # given their counts, instead of each
         self._snapshot = HealthSnapshot()
         self._lock = threading.Lock()  # guards _snapshot
         self._poll_lock = threading.Lock()  # one poll at a time: _states is shared
@@ -179,7 +184,10 @@ class HealthPoller:
 
     def _run(self) -> None:
         # The stop Event is set together with _wake, so stop() never waits a full interval.
-        next_full = 0.0
+        # The daemon reads everything once before it declares itself ready:
+        # the next full read is due an interval after that one.
+        latest = self.latest()
+        next_full = 0.0 if latest.rows is None else latest.taken_at + self.full_interval()
         while not self._stop.is_set():
             if self._dirty:
                 # Servers go DOWN one after another (checks are spread over
@@ -230,6 +238,8 @@ class HealthPoller:
             return self.poll_locked()
 
     def poll_locked(self) -> HealthSnapshot:
+        with self._lock:
+            self._full = False  # this read answers every full read asked for so far
         try:
             rows = read_stats(self.admin_socket, self.timeout, columns=SERVER_COLUMNS)
         except RuntimeApiError as e:
@@ -286,17 +296,36 @@ class HealthPoller:
         restart that changes nothing logs nothing.
         """
         changed = transitions(self._states, rows)
+        # Thousands of servers first seen (the first read at 1,000 clusters)
+        # are one line of counts, not a line each: `status` has each one.
+        first = collections.Counter(node_state(row) for _, before, row in changed
+                                    if before is None)
+        quiet = first.total() > FIRST_SEEN_DETAIL
         for key, before, row in changed:
             after = node_state(row)
-            if self.on_transition is not None:
-                self.on_transition(key, before, row)
-            else:
-                level = logging.WARNING if after in ("DOWN", "NOLB", "UNKNOWN") else logging.INFO
-                log.log(level, "%s", describe(key, before, row))
+            if not (quiet and before is None):
+                self._tell(key, before, row, after)
             self._states[key] = after
+        if quiet:
+            self._tell_first_seen(first)
         for key in [k for k in self._states if forget and k not in rows]:
             del self._states[key]
         return bool(changed)
+
+
+    def _tell(self, key: ServerKey, before: str | None, row: StatRow, after: str) -> None:
+        if self.on_transition is not None:
+            self.on_transition(key, before, row)
+        else:
+            level = logging.WARNING if after in ("DOWN", "NOLB", "UNKNOWN") else logging.INFO
+            log.log(level, "%s", describe(key, before, row))
+
+    def _tell_first_seen(self, states: collections.Counter[str]) -> None:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        if self.on_first_seen is not None:
+            self.on_first_seen(f"{states.total()} nodes first seen: {counts}")
+        else:
+            log.info("%d servers first seen: %s", states.total(), counts)
 
 
 def up_nodes_of(poller: Callable[[], HealthPoller | None]) -> UpNodes:

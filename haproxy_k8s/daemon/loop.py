@@ -130,7 +130,8 @@ class Daemon:
         # A transition wakes the main loop, so status.json follows it at once.
         self.health = HealthPoller(
             self.applier.paths.admin_socket, on_change=lambda: self.post("health"),
-            on_transition=lambda *change: inspect.record_transition(self, *change))
+            on_transition=lambda *change: inspect.record_transition(self, *change),
+            on_first_seen=lambda counts: self.eventlog.record("health", "health", counts))
         self.health.listen(self.applier.paths.log_socket)  # before HAProxy can log
         self.publisher = StatusPublisher(self)
         self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
@@ -197,6 +198,7 @@ class Daemon:
         assert self.applier is not None and self.health is not None
         assert self.publisher is not None
         self.health.poll()
+        self.health.start()  # after that first read, which it need not repeat
         # The password files as they are now: a change after READY is a change.
         self._secret_files.changed(secret_files(self.applier.applied, self.applier.attempted))
         problems = wait_serving(self.applier.applied, self.promex)
@@ -352,7 +354,6 @@ class Daemon:
         assert self.publisher is not None
         if self.applier.applied is not None:
             self.publisher.serve_metrics(self.applier.applied)
-        self.health.start()
         self.control = ControlServer(self.applier.paths.control_socket, self._post_request)
         self.control.start()
 
