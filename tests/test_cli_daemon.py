@@ -23,6 +23,8 @@ from daemonutil import BALANCER, ConfigDir, DaemonProcess, child_env, cli
 from helpers import free_port, wait_until
 
 from haproxy_k8s.daemon import control
+from haproxy_k8s.daemon.health import FIRST_SEEN_DETAIL
+from haproxy_k8s.daemon.inspect import FIRST_APPLY_NODES
 from testkit.procs import stop_popen
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
@@ -85,6 +87,23 @@ def node(status: dict[str, object], name: str) -> dict[str, object] | None:
     clusters = status["clusters"]
     assert isinstance(clusters, list)
     return next((n for n in clusters[0]["nodes"] if n["name"] == name), None)
+
+
+def test_a_big_first_apply_and_first_read_are_summed_up(short_tmp: Path,
+                                                        listener: socket.socket) -> None:
+    """At 1,000 clusters the start logged 3,000 "added" and 3,000 "is UP" events."""
+    config = ConfigDir(short_tmp)
+    address = (LISTENER_HOST, listener.getsockname()[1])
+    count = max(FIRST_APPLY_NODES, FIRST_SEEN_DETAIL) + 1
+    config.cluster("cluster-0", free_port(BALANCER), {f"m{i}": address for i in range(count)})
+    daemon = DaemonProcess(config).start()
+    try:
+        events = cli("events", "--config-dir", str(config.root)).stdout
+        assert event_lines(events, "config", "config", f"{count} nodes in 1 cluster")
+        assert event_lines(events, "health", "health", f"{count} nodes first seen: ")
+        assert not [line for line in events.splitlines() if "cluster-0/m" in line]
+    finally:
+        daemon.stop()
 
 
 def test_status_outputs_and_filters(running: Running) -> None:

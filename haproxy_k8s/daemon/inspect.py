@@ -79,6 +79,9 @@ def changed_node_tables(before: Config | None, after: Config | None
     return rows_before, rows_after
 
 
+FIRST_APPLY_NODES = 20  # more nodes than this at the first apply: one summary event
+
+
 def record_apply(daemon: Daemon, outcome: ApplyOutcome, reason: str,
                  before: Config | None) -> None:
     """One event for the apply, and one per node it added, removed or changed."""
@@ -94,7 +97,16 @@ def record_apply(daemon: Daemon, outcome: ApplyOutcome, reason: str,
     daemon.eventlog.record("apply", "config", f"{outcome.action}{why} on {reason}, generation "
                            f"{daemon.state.generation}, {outcome.seconds * 1000:.0f} ms")
     assert daemon.applier is not None
-    for obj, message in node_changes(*changed_node_tables(before, daemon.applier.applied)):
+    applied = daemon.applier.applied
+    nodes = sum(len(c.nodes) for c in applied.clusters) if applied is not None else 0
+    if before is None and applied is not None and nodes > FIRST_APPLY_NODES:
+        # The first apply of a big config: one line, not thousands that would
+        # flood the journal and slow the start by a tenth of a second.
+        clusters = len(applied.clusters)
+        daemon.eventlog.record("config", "config", f"{nodes} nodes in {clusters} "
+                               f"cluster{'' if clusters == 1 else 's'}")
+        return
+    for obj, message in node_changes(*changed_node_tables(before, applied)):
         daemon.eventlog.record("config", obj, message)
 
 
