@@ -110,8 +110,16 @@ class _OutputTail(threading.Thread):
         if not line:
             return
         self._history.append((time.monotonic(), line))
-        level = logging.WARNING if "[ALERT]" in line else logging.INFO
-        log.log(level, "haproxy: %s", line)
+        log.log(journal_level(line), "haproxy: %s", line)
+
+
+def journal_level(line: str) -> int:
+    """The level HAProxy's output line is logged at."""
+    if _SERVER_NEWS.search(line):
+        # The daemon's own event log says the same, with the node's name: at
+        # 1,000 clusters a start printed 3,000 of these twice.
+        return logging.DEBUG
+    return logging.WARNING if "[ALERT]" in line else logging.INFO
 
 
 # HAProxy's output file is cut back to nothing at a (re)start past this size.
@@ -120,6 +128,8 @@ OUTPUT_MAX_BYTES = 4 << 20
 
 _ALERT_PREFIX = re.compile(r"^.*?\[ALERT\]\s*(?:\(\d+\)\s*)?:\s*")
 # HAProxy's closing words after the alert that says what is wrong.
+# HAProxy's news of one server's state or check, also told by the daemon's events.
+_SERVER_NEWS = re.compile(r"\)\s*:\s*(?:Server|Health check for (?:backup )?server) \S+/\S+ ")
 _GENERIC = ("Some protocols failed to start their listeners", "Fatal errors found",
             "Error(s) found in configuration file")
 

@@ -1,0 +1,27 @@
+"""HAProxy's own output lines in the daemon's journal: news of one server is left to
+the daemon's events (which name the node), everything else is kept."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from haproxy_k8s.haproxy.master import journal_level
+
+
+@pytest.mark.parametrize(("line", "level"), [
+    ("[WARNING]  (24723) : Server be_c0000/n1 is DOWN, reason: Layer4 connection problem, "
+     'info: "Connection refused", check duration: 20ms. 2 active and 0 backup servers left.',
+     logging.DEBUG),
+    ("[WARNING]  (24723) : Server be_c-1/m.2 is UP, reason: Layer4 check passed, "
+     "check duration: 0ms. 1 active and 0 backup servers online.", logging.DEBUG),
+    ("[WARNING]  (812) : Health check for server be_c0/m1 failed, reason: Layer4 timeout, "
+     "check duration: 2001ms, status: 2/3 UP.", logging.DEBUG),
+    ("[ALERT]    (24723) : backend 'be_c0001' has no server available!", logging.WARNING),
+    ("[NOTICE]   (24717) : New worker (24723) forked", logging.INFO),
+    ("[ALERT]    (1) : config : parsing [haproxy.cfg:12] : unknown keyword 'Server'",
+     logging.WARNING),
+])
+def test_journal_level(line: str, level: int) -> None:
+    assert journal_level(line) == level
