@@ -202,16 +202,29 @@ def _read_bytes(path: Path, rel: str) -> bytes:
         raise ConfigError("cannot read: permission denied", file=rel) from e
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", file=rel) from e
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ConfigError("not a regular file", file=rel)
-        try:
-            data = f.read(MAX_FILE_BYTES + 1)
-        except OSError as e:
-            raise ConfigError(f"cannot read: {e.strerror}", file=rel) from e
+        data = _read_fd(fd, MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", file=rel) from e
+    finally:
+        os.close(fd)
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(f"larger than {MAX_FILE_BYTES} bytes; not a drop-in?", file=rel)
     return data
+
+
+def _read_fd(fd: int, limit: int) -> bytes:
+    """Up to `limit` bytes: plain reads, no file object (1,000 of them at a start)."""
+    chunks = []
+    while limit > 0:
+        chunk = os.read(fd, limit)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)
 
 
 def _parse(text: str, suffix: str, rel: str) -> RawConfig:

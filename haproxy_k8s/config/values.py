@@ -15,6 +15,7 @@ import difflib
 import ipaddress
 import json
 import re
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -199,6 +200,14 @@ def _ip_literal(text: str) -> str | None:
     `ipaddress` accepts any text after `%`, and that text would reach haproxy.cfg."""
     if "%" in text:
         return None
+    try:
+        # The common case in C: a dotted quad inet_pton takes (no leading
+        # zeros, like ipaddress) is already normal. 4,000 of them were 15 ms
+        # of loading 1,000 drop-ins.
+        socket.inet_pton(socket.AF_INET, text)
+        return text
+    except (OSError, ValueError):  # ValueError: a NUL in the text
+        pass
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
