@@ -1,6 +1,8 @@
 """The daemon's own Prometheus metrics, served with prometheus_client on `metrics.bind`.
 
-The daemon's main loop publishes an immutable snapshot after every round; a
+prometheus_client (with http.server, 25 ms of imports) is imported only when
+the registry is first needed (haproxy_k8s.daemon.promserver), off the start's
+path to READY. The daemon's main loop publishes an immutable snapshot after every round; a
 custom collector in a registry of our own renders whatever snapshot is the
 latest when a scrape comes in. No global, mutable metric objects: the only
 shared state is one lock-protected reference.
@@ -9,22 +11,21 @@ shared state is one lock-protected reference.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING
 
 from ..config.model import Bind
 from .access import Access, guard
 from .state import DaemonState
 from .status import StatusDocument, parse_utc, state_counts
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -76,136 +77,31 @@ def snapshot_of(state: DaemonState, doc: StatusDocument) -> MetricsSnapshot:
     )
 
 
-class SnapshotCollector(Collector):
-    """Renders the snapshot `source()` returns at scrape time."""
-
-    def __init__(self, source: Callable[[], MetricsSnapshot]) -> None:
-        self._source = source
-
-    def collect(self) -> Iterator[Metric]:
-        s = self._source()
-        reloads = CounterMetricFamily(
-            "haproxy_k8s_reloads", "HAProxy reloads; failure: HAProxy refused the new config "
-            "and the last good one was restored", labels=["result"])
-        reloads.add_metric(["success"], s.reloads)
-        reloads.add_metric(["failure"], s.failed_reloads)
-        yield reloads
-        yield GaugeMetricFamily("haproxy_k8s_config_generation",
-                                "Generation of the config HAProxy runs (+1 per applied change)",
-                                value=s.generation)
-        yield GaugeMetricFamily("haproxy_k8s_last_apply_timestamp_seconds",
-                                "Unix time the running config was applied (0: never)",
-                                value=s.last_apply_unix or 0)
-        yield CounterMetricFamily("haproxy_k8s_config_errors",
-                                  "Applies refused because a drop-in or the rendered config "
-                                  "was invalid", value=s.config_errors)
-        yield CounterMetricFamily("haproxy_k8s_state_dir_errors",
-                                  "Applies and status writes that could not write the state "
-                                  "dir (read-only, full disk); retried with backoff",
-                                  value=s.state_dir_errors)
-        yield CounterMetricFamily("haproxy_k8s_haproxy_restarts",
-                                  "Times the HAProxy master exited and was started again",
-                                  value=s.haproxy_restarts)
-        yield CounterMetricFamily("haproxy_k8s_runtime_changes",
-                                  "Server changes applied through the runtime API, "
-                                  "without a reload", value=s.runtime_changes)
-        yield GaugeMetricFamily("haproxy_k8s_haproxy_up",
-                                "Whether HAProxy answers on its sockets (1) or not (0)",
-                                value=1 if s.haproxy_up else 0)
-        yield _backend_servers(s)
-        yield from _discovery(s)
-        fail_open = GaugeMetricFamily(
-            "haproxy_k8s_cluster_fail_open", "1 while a cluster has no UP node and serves "
-            "from its unchecked enabled nodes (fail_open)", labels=["cluster"])
-        for cluster, active in s.fail_open:
-            fail_open.add_metric([cluster], int(active))
-        yield fail_open
-
-
-def _backend_servers(s: MetricsSnapshot) -> GaugeMetricFamily:
-    family = GaugeMetricFamily("haproxy_k8s_backend_servers",
-                               "Nodes per cluster and state (UP, DOWN, NOLB, MAINT, DRAIN, "
-                               "UNKNOWN)", labels=["cluster", "state"])
-    for cluster, state, count in s.backend_servers:
-        family.add_metric([cluster, state], count)
-    return family
-
-
-def _discovery(s: MetricsSnapshot) -> Iterator[Metric]:
-    help_texts = (("syncs", "EndpointSlice answers taken from the Kubernetes API (lists and "
-                   "watch events)"),
-                  ("watch_restarts", "Watches of the Kubernetes API resumed or relisted"),
-                  ("errors", "Failed or refused Kubernetes API answers (last nodes kept)"))
-    for i, (name, text) in enumerate(help_texts, start=1):
-        family = CounterMetricFamily(f"haproxy_k8s_discovery_{name}", text, labels=["cluster"])
-        for row in s.discovery:
-            family.add_metric([row[0]], int(row[i]))
-        yield family
-    connected = GaugeMetricFamily("haproxy_k8s_discovery_connected",
-                                  "Whether discovery's last answer from the API was good (1)",
-                                  labels=["cluster"])
-    for row in s.discovery:
-        connected.add_metric([row[0]], 1 if row[4] else 0)
-    yield connected
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a stuck scraper must not hold up the daemon's exit
-    # socketserver's default backlog of 5 drops SYNs in a burst of connects
-    # (each then waits a 1 s retransmit), even though each is handled at once.
-    request_queue_size = 128
-
-    def server_activate(self) -> None:
-        super().server_activate()
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.debug("metrics: %d connections open, closing one from %s",
-                      MAX_CONNECTIONS, client_address)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # An idle client timing out is routine, not a traceback on stderr.
-        log.debug("metrics: connection from %s ended with an error", client_address,
-                  exc_info=True)
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    timeout = IDLE_TIMEOUT  # socket timeout for every read and write on the connection
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics: " + format, *args)
-
-
 class MetricsExporter:
     """The latest snapshot, the registry over it, and the HTTP server serving it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshot: MetricsSnapshot | Callable[[], MetricsSnapshot] = MetricsSnapshot()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SnapshotCollector(self.latest))
+        self._makers: list[Callable[[], Collector]] = []  # more collectors (the VIP's)
+        self._registry: CollectorRegistry | None = None
         self.bind: Bind | None = None
         self._access = Access()
         self._httpd: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        if self._registry is None:
+            from . import promserver
+            self._registry = promserver.registry(self.latest, [make() for make in self._makers])
+        return self._registry
+
+    def add_collector(self, make: Callable[[], Collector]) -> None:
+        """A collector, made by `make` with the registry (or now, if it exists)."""
+        self._makers.append(make)
+        if self._registry is not None:
+            self._registry.register(make())
 
     def publish(self, snapshot: MetricsSnapshot | Callable[[], MetricsSnapshot]) -> None:
         """The snapshot, or how to make it: made on the first scrape that wants
@@ -225,6 +121,8 @@ class MetricsExporter:
 
     def exposition(self) -> bytes:
         """The text format, as a scrape would get it."""
+        from prometheus_client import generate_latest
+
         data: bytes = generate_latest(self.registry)
         return data
 
@@ -249,10 +147,10 @@ class MetricsExporter:
         self.bind = bind
         if bind is None:
             return None
-        server_class = _Server6 if bind.is_ipv6 else _Server
+        from . import promserver
+
         try:
-            app = guard(make_wsgi_app(self.registry), self.access)
-            httpd = make_server(bind.host, bind.port, app, server_class, _QuietHandler)
+            httpd = promserver.listen(bind, guard(promserver.wsgi_app(self.registry), self.access))
         except OSError as e:
             log.error("cannot serve metrics on %s: %s", bind, e.strerror or e)
             return f"cannot listen on {bind}: {e.strerror or e}"
