@@ -87,6 +87,10 @@ class Applier:
         # The operator's drain/maint as last read: put back if the state dir is lost.
         self._operator_cache: dict[str, AdminState] = {}
         self.pending = PendingPublish()  # a runtime change's file, not yet validated
+        # Called once, by the next apply that validates, just before it waits
+        # for `haproxy -c`: the daemon's start hands Python work to a thread
+        # there, which then runs while this one waits on HAProxy's processes.
+        self.while_checking: Callable[[], None] | None = None
 
     # -- public ------------------------------------------------------------
     def apply(self, config: Config) -> ApplyOutcome:
@@ -140,6 +144,7 @@ class Applier:
                 and maps_current(maps):
             self.applied = config
             return ApplyOutcome(ApplyAction.NOOP, reason="no change")
+        self._while_checking()
         try:
             validate_candidate(text, auth, self.paths, self.binary, maps)
             # Before HAProxy tries a new bind: its failure would pause every listener.
@@ -272,6 +277,11 @@ class Applier:
     def _publish(self) -> None:
         publish(self.paths.candidate, self.paths.config)
         self.auth.publish()
+
+    def _while_checking(self) -> None:
+        hook, self.while_checking = self.while_checking, None
+        if hook is not None:
+            hook()
 
     def _keep_good(self) -> None:
         write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)

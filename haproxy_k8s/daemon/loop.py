@@ -9,6 +9,7 @@ one place merges desired state, applies it and talks to the HAProxy master.
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import os
 import queue
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from ..apply.applier import Applier, ApplyAction, ApplyOutcome
 from ..backoff import Backoff
@@ -30,8 +32,8 @@ from ..sources.discovery import DiscoverySources
 from ..sources.files import FileSource
 from ..sources.secretfiles import SecretFiles, secret_files
 from ..vip.manager import VipManager
-from ..vip.metrics import VipCollector
 from . import inspect, reexec, requests, supervise
+from .ahead import Ahead
 from .control import READ_ONLY_OPS, ControlServer, Request
 from .debounce import Debouncer
 from .events import EventLog
@@ -42,6 +44,9 @@ from .publisher import StatusPublisher
 from .readiness import wait_serving
 from .state import DaemonState
 from .systemd import Notifier
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +140,7 @@ class Daemon:
         self.health.listen(self.applier.paths.log_socket)  # before HAProxy can log
         self.publisher = StatusPublisher(self)
         self.vip = VipManager(self.applier.paths.root, on_change=lambda: self.post("health"))
-        self.publisher.metrics.registry.register(VipCollector(self.vip))
+        self.publisher.metrics.add_collector(self._vip_collector)
         adopted = self.applier.master.adopt()
         if adopted is None and error is None and supervise.take_over_orphan(self, config):
             adopted = self.applier.master.try_proc_table()
@@ -145,7 +150,13 @@ class Daemon:
             self._serve_last_good(error, adopted is not None)
         # The config just loaded, not a second load: an edit made meanwhile was
         # seen by the watcher, which started first, and applies next.
-        outcome = self.apply("start", config if error is None else None)
+        ahead = Ahead(lambda: self._prepare_status(config))
+        self.applier.while_checking = ahead.start
+        try:
+            outcome = self.apply("start", config if error is None else None)
+        finally:
+            self.applier.while_checking = None
+            ahead.join()
         if not self.applier.master.alive() and isinstance(outcome.error, ConfigError):
             # Not only broken drop-ins: an unreadable password file, a taken port.
             self._serve_last_good(outcome.error, adopted is not None)
@@ -153,6 +164,20 @@ class Daemon:
             # The failed apply's event (logged just above) has the whole error.
             raise HaproxyK8sError("HAProxy could not be started; the error is logged above"
                                   if self._error_text() else "HAProxy could not be started")
+
+    def _vip_collector(self) -> Collector:
+        from ..vip.metrics import VipCollector  # prometheus_client: not on the way to READY
+
+        assert self.vip is not None
+        return VipCollector(self.vip)
+
+    def _prepare_status(self, config: Config) -> None:
+        assert self.publisher is not None
+        importlib.import_module("http.client")  # the READY checks' (haproxy/probe.py)
+        # Metrics are served before READY: their modules load here, meanwhile.
+        importlib.import_module("haproxy_k8s.daemon.promserver")
+        importlib.import_module("haproxy_k8s.vip.metrics")
+        self.publisher.prepare(config)
 
     def _initial_config(self) -> tuple[Config, HaproxyK8sError | None]:
         try:

@@ -102,10 +102,19 @@ class StatusPublisher:
         if config is None:
             return []
         # Nodes deleted from the config but still draining show as removing.
-        removals = tuple(d.applier.ops.removals())
+        return self._shapes_for(config, tuple(d.applier.ops.removals()))
+
+    def prepare(self, config: Config) -> None:
+        """Build `config`'s shapes ahead (at start, while HAProxy checks and starts
+        in other processes): the first status.json then only adds health."""
+        self._shapes_for(config, ())
+
+    def _shapes_for(self, config: Config, removals: tuple[tuple[str, Node], ...]
+                    ) -> list[ClusterShape]:
         if self._shape_of is not None and self._shape_of[0] is config \
                 and self._shape_of[1] == removals:
             return self._shape_of[2]
+        d = self.daemon
         gone = removals_by_cluster(removals)
         kept: dict[str, tuple[ShapeKey, ClusterShape]] = {}
         shapes = []
