@@ -35,6 +35,8 @@ python3Packages.buildPythonApplication {
     # client it returns. Where a nixpkgs lacks httpx2, overlay it from PyPI.
     lightkube
     httpx2
+    # The compiled TOML parser (nixpkgs' tomli may be the pure one: still correct).
+    tomli
   ];
   # The `demo` extra (stand-in apiservers with their own certificates); a router does not
   # need it, and it keeps cryptography off the closure.

@@ -12,12 +12,13 @@ import json
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import translate
 from pathlib import Path
 from typing import Any
+
+import tomli
 
 from ..errors import ConfigError
 from .model import DEFAULT_STATE_DIR, Config
@@ -186,7 +187,7 @@ def _read(path: Path, rel: str) -> str:
     except UnicodeDecodeError as e:
         raise ConfigError(f"not UTF-8 text (binary file?): {e.reason} at byte {e.start}",
                           file=rel) from e
-    # Some editors write a byte-order mark; neither tomllib nor json wants it.
+    # Some editors write a byte-order mark; neither tomli nor json wants it.
     return text.removeprefix("\ufeff")
 
 
@@ -246,7 +247,7 @@ def _parse(text: str, suffix: str, rel: str) -> RawConfig:
 
 def _decode(text: str, kind: str) -> tuple[Any, int]:
     """Parse TOML or JSON, and measure its nesting."""
-    data = _load_json(text) if kind == "JSON" else tomllib.loads(text)
+    data = _load_json(text) if kind == "JSON" else tomli.loads(text)
     return data, _depth(data)
 
 
@@ -402,4 +403,4 @@ def _merged_raw(config_dir: Path) -> RawConfig:
 
 
 def _main_raw(config_dir: Path) -> RawConfig:
-    return tomllib.loads((config_dir / MAIN_FILE).read_text())
+    return tomli.loads((config_dir / MAIN_FILE).read_text())
