@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from haproxy_k8s.config import loader
+from haproxy_k8s.config import loader, schema
 from haproxy_k8s.config.loader import config_files, is_ignored, load_config, load_raw
+from haproxy_k8s.config.memo import ClusterMemo
 from haproxy_k8s.config.model import DEFAULT_STATE_DIR, Bind
 from haproxy_k8s.errors import ConfigError
 
@@ -183,6 +184,24 @@ def test_disabling_a_node_whose_file_is_gone_is_fine(tmp_path: Path) -> None:
         "conf.d/30-off.toml": "[clusters.c0.nodes.m9]\nenabled = false\n",
     })
     assert [n.name for n in load_config(tmp_path).clusters[0].nodes] == ["m1", "m2"]
+
+
+def test_a_changed_default_keeps_each_clusters_nodes_and_moves_its_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c1 = CLUSTER.replace("c0", "c1").replace(
+        'bind = "127.0.8.1:6443"', 'bind = "127.0.8.1:6444"\nconnect_timeout = "3s"')
+    write(tmp_path, {"conf.d/10-c0.toml": CLUSTER, "conf.d/11-c1.toml": c1})
+    before = load_config(tmp_path)
+    write(tmp_path, {"conf.d/20-defaults.toml": '[defaults]\nconnect_timeout = "7s"\nfall = 5\n'})
+    after = load_config(tmp_path)
+    for name, connect_ms in (("c0", 7000), ("c1", 3000)):
+        old, new = before.cluster(name), after.cluster(name)
+        assert old is not None and new is not None
+        assert new.nodes is old.nodes and new.binds is old.binds  # kept, not parsed again
+        assert (new.settings.connect_timeout_ms, new.settings.fall) == (connect_ms, 5)
+    # Exactly what a load from scratch makes.
+    monkeypatch.setattr(schema, "CLUSTERS", ClusterMemo())
+    assert load_config(tmp_path) == after
 
 
 def test_order_is_by_file_name_not_by_format(tmp_path: Path) -> None:

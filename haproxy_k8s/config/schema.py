@@ -309,7 +309,8 @@ def _watch(section: _Section) -> WatchSettings:
 def _clusters(section: _Section, defaults: ClusterSettings) -> tuple[Cluster, ...]:
     tables = _named_tables(section, "cluster")
     clusters = CLUSTERS.build_all([(t.name, t.data) for t in tables], defaults,
-                                  lambda i: _cluster(tables[i], defaults))
+                                  lambda i: _cluster(tables[i], defaults),
+                                  lambda i, old: _rebased(tables[i], defaults, old))
     if not clusters:
         raise ConfigError(
             "no clusters configured (add a [clusters.NAME] table with nodes in a drop-in)",
@@ -331,9 +332,7 @@ def _named_tables(section: _Section, kind: str) -> list[_Section]:
 
 def _cluster(section: _Section, defaults: ClusterSettings) -> Cluster:
     section.check_keys("cluster")
-    # Precedence: ClusterSettings defaults < [defaults] < the cluster's own keys.
-    settings = dataclasses.replace(defaults, **section.fields(_CLUSTER_SETTINGS))
-    _check_combination(section, settings)
+    settings = _settings(section, defaults)
     return Cluster(
         name=section.name,
         binds=section.require("bind", _binds),
@@ -343,6 +342,19 @@ def _cluster(section: _Section, defaults: ClusterSettings) -> Cluster:
         sni=section.get("sni", _hostnames, ()),
         sni_default=section.get("sni_default", _boolean, False),
     )
+
+
+def _settings(cluster: _Section, defaults: ClusterSettings) -> ClusterSettings:
+    # Precedence: ClusterSettings defaults < [defaults] < the cluster's own keys.
+    own = cluster.fields(_CLUSTER_SETTINGS)
+    settings = dataclasses.replace(defaults, **own) if own else defaults
+    _check_combination(cluster, settings)
+    return settings
+
+
+def _rebased(section: _Section, defaults: ClusterSettings, previous: Cluster) -> Cluster:
+    """`previous` (built from this same table) under changed [defaults]."""
+    return dataclasses.replace(previous, settings=_settings(section, defaults))
 
 
 def _check_combination(section: _Section, settings: ClusterSettings) -> None:
