@@ -18,7 +18,10 @@ from fnmatch import translate
 from pathlib import Path
 from typing import Any
 
-import tomli
+try:
+    import tomli as toml  # compiled: a start parses every drop-in (see pyproject.toml)
+except ImportError:  # a Python without it (a distribution's package) parses the same
+    import tomllib as toml  # type: ignore[no-redef]
 
 from ..errors import ConfigError
 from .model import DEFAULT_STATE_DIR, Config
@@ -247,7 +250,7 @@ def _parse(text: str, suffix: str, rel: str) -> RawConfig:
 
 def _decode(text: str, kind: str) -> tuple[Any, int]:
     """Parse TOML or JSON, and measure its nesting."""
-    data = _load_json(text) if kind == "JSON" else tomli.loads(text)
+    data = _load_json(text) if kind == "JSON" else toml.loads(text)
     return data, _depth(data)
 
 
@@ -403,4 +406,4 @@ def _merged_raw(config_dir: Path) -> RawConfig:
 
 
 def _main_raw(config_dir: Path) -> RawConfig:
-    return tomli.loads((config_dir / MAIN_FILE).read_text())
+    return toml.loads((config_dir / MAIN_FILE).read_text())
