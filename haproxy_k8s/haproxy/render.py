@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import jinja2
 
@@ -22,6 +25,35 @@ from .secrets import USERLIST
 
 TEMPLATE = "haproxy.cfg.j2"
 CLUSTER_TEMPLATE = "cluster.cfg.j2"
+SETTINGS_TEMPLATE = "settings.cfg.j2"
+
+T = TypeVar("T")
+
+
+def per_settings(make: Callable[[ClusterSettings], T]) -> Callable[[ClusterSettings], T]:
+    """`make(settings)`, kept per settings object.
+
+    Clusters that inherit the same [defaults] share one settings object
+    (config/schema.py): 1,000 clusters ask with one or a few. By identity, as
+    hashing 40 fields per node would cost what the cache saves; the object
+    is held with its value, so its id cannot be reused meanwhile.
+    """
+    kept: dict[int, tuple[ClusterSettings, T]] = {}
+
+    def cached(settings: ClusterSettings) -> T:
+        hit = kept.get(id(settings))
+        if hit is not None and hit[0] is settings:
+            return hit[1]
+        if len(kept) >= PER_SETTINGS_KEPT:
+            kept.clear()  # settings of configs long gone
+        value = make(settings)
+        kept[id(settings)] = (settings, value)
+        return value
+
+    return cached
+
+
+PER_SETTINGS_KEPT = 1024
 
 
 def _template_dir() -> Path:
@@ -46,15 +78,30 @@ def server_params(settings: ClusterSettings, node: Node) -> str:
     Dynamic servers (`add server`) do not inherit `default-server`, so the
     template and the runtime API share this one function and cannot drift.
     """
-    params = [
+    checks, more = _server_settings_params(settings)
+    params = [checks, f"weight {node.weight}", *more]
+    if node.backup:
+        params.append("backup")
+    if not node.is_ip:
+        # An unresolvable name must not stop HAProxy from starting: the server
+        # starts in maintenance until the name resolves on a later reload.
+        params.append("init-addr last,libc,none")
+    return " ".join(params)
+
+
+@per_settings
+def _server_settings_params(settings: ClusterSettings) -> tuple[str, list[str]]:
+    """A server line's parameters that depend on the settings alone: before and
+    after its weight."""
+    checks = " ".join([
         "check",
         f"inter {fmt_duration(settings.check_interval_ms)}",
         f"fastinter {fmt_duration(settings.fast_interval_ms)}",
         f"downinter {fmt_duration(settings.down_interval_ms)}",
         f"fall {settings.fall}",
         f"rise {settings.rise}",
-        f"weight {node.weight}",
-    ]
+    ])
+    params = []
     if settings.slowstart_ms:
         params.append(f"slowstart {fmt_duration(settings.slowstart_ms)}")
     if settings.shutdown_sessions_on_down:
@@ -66,13 +113,7 @@ def server_params(settings: ClusterSettings, node: Node) -> str:
         params.append(f"observe layer4 error-limit {settings.error_limit} on-error mark-down")
     if settings.check.uses_tls:
         params.extend(_tls_check_params(settings))
-    if node.backup:
-        params.append("backup")
-    if not node.is_ip:
-        # An unresolvable name must not stop HAProxy from starting: the server
-        # starts in maintenance until the name resolves on a later reload.
-        params.append("init-addr last,libc,none")
-    return " ".join(params)
+    return checks, params
 
 
 def failopen_server_params(node: Node) -> str:
@@ -114,6 +155,23 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The option lines of a cluster's frontend, backend and fail-open backend."""
+
+    frontend: str
+    backend: str
+    failopen: str
+
+
+@per_settings
+def _options(settings: ClusterSettings) -> _Options:
+    macros = _environment().get_template(SETTINGS_TEMPLATE).module
+    return _Options(str(macros.frontend(settings)),  # type: ignore[attr-defined]
+                    str(macros.backend(settings)),  # type: ignore[attr-defined]
+                    str(macros.failopen(settings)))  # type: ignore[attr-defined]
+
+
 BlockKey = tuple[Cluster, tuple[Bind, ...]]
 # Each cluster's text as last rendered, by what it depends on: the cluster
 # (frozen, compared by value) and its own binds. Replaced by every render
@@ -137,7 +195,8 @@ class _ClusterBlocks:
         key = (cluster, binds)
         text = self.previous.get(key)
         if text is None:
-            text = self.template.render(cluster=cluster, binds=binds)
+            text = self.template.render(cluster=cluster, binds=binds,
+                                        options=_options(cluster.settings))
         self.now[key] = text
         return text
 
