@@ -14,7 +14,9 @@ from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
 from helpers import free_port, version_over_tls, wait_until
 
 from haproxy_k8s.config.model import Bind, Cluster, Config, Node, StatsSettings
+from haproxy_k8s.haproxy import sockdiag
 from haproxy_k8s.haproxy.binds import find_problems, parse_binds
+from haproxy_k8s.haproxy.probe import listening_sockets
 from haproxy_k8s.haproxy.render import render
 from testkit.load import Load
 
@@ -116,3 +118,24 @@ def test_ipv6_squatter_is_found_and_held_binds_are_not_tried() -> None:
         assert problem.key == "clusters.c0.bind" and problem.file == "conf.d/10-c0.toml"
         assert f"[::1]:{bind.port} is already in use by pid " in problem.message
         assert find_problems(config, held={bind}) == []
+
+
+@pytest.mark.parametrize(("family", "host"), [(socket.AF_INET, "127.0.8.1"),
+                                              (socket.AF_INET6, "::1")])
+def test_listening_sockets_from_the_kernel_match_proc(family: int, host: str) -> None:
+    """sock_diag (the READY check's source) sees what /proc/net/tcp* sees, and only
+    listening sockets."""
+    with socket.socket(family, socket.SOCK_STREAM) as listener, \
+            socket.socket(family, socket.SOCK_STREAM) as bound_only:
+        listener.bind((host, 0))
+        listener.listen()
+        bound_only.bind((host, 0))
+        mine = {(host, listener.getsockname()[1])}
+        not_listening = (host, bound_only.getsockname()[1])
+        from_kernel = sockdiag.listening(family)
+        assert from_kernel is not None, "netlink sock_diag answers here"
+        assert mine <= from_kernel and not_listening not in from_kernel
+        from_proc = listening_sockets(Path("/proc/net"))
+        assert mine <= from_proc and not_listening not in from_proc
+        assert mine <= listening_sockets()
+    assert not mine & (sockdiag.listening(family) or set())

@@ -15,14 +15,23 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..config.model import Bind
+from . import sockdiag
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's `st` column
 _WILDCARDS = {"0.0.0.0", "::"}
 
 
-def listening_sockets(proc_net: Path = Path("/proc/net")) -> set[tuple[str, int]]:
-    """(address, port) of every listening TCP socket in this network namespace."""
+def listening_sockets(proc_net: Path | None = None) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket in this network namespace:
+    from the kernel's sock_diag, else (or given `proc_net`) from /proc/net/tcp*."""
     found: set[tuple[str, int]] = set()
+    if proc_net is None:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            sockets = sockdiag.listening(family)
+            if sockets is None:
+                return listening_sockets(Path("/proc/net"))
+            found |= sockets
+        return found
     for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
         try:
             lines = (proc_net / name).read_text().splitlines()[1:]
