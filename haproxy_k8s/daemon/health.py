@@ -137,6 +137,7 @@ class HealthPoller:
         self.on_transition = on_transition
         self.on_first_seen = on_first_seen  # given their counts, instead of each
         self._snapshot = HealthSnapshot()
+        self._first = threading.Event()  # set by the first read's snapshot
         self._lock = threading.Lock()  # guards _snapshot
         self._poll_lock = threading.Lock()  # one poll at a time: _states is shared
         self._states: dict[ServerKey, str] = {}
@@ -184,14 +185,15 @@ class HealthPoller:
 
     def _run(self) -> None:
         # The stop Event is set together with _wake, so stop() never waits a full interval.
-        # The daemon reads everything once before it declares itself ready:
-        # the next full read is due an interval after that one.
+        # A read made before the thread started counts: the next full read is
+        # due an interval after it.
         latest = self.latest()
         next_full = 0.0 if latest.rows is None else latest.taken_at + self.full_interval()
         while not self._stop.is_set():
-            if self._dirty:
+            if self._dirty and self._first.is_set():
                 # Servers go DOWN one after another (checks are spread over
-                # their interval): gather a moment, then read once.
+                # their interval): gather a moment, then read once. The first
+                # read (the daemon's READY waits for it) does not wait.
                 self._stop.wait(GATHER)
             now = time.monotonic()
             with self._lock:
@@ -287,7 +289,12 @@ class HealthPoller:
                 log.warning("cannot read HAProxy's stats: %s", snapshot.error)
         with self._lock:
             self._snapshot = snapshot
+        self._first.set()
         return snapshot
+
+    def wait_first(self, timeout: float) -> bool:
+        """Wait, bounded, until some read (good or failed) has been published."""
+        return self._first.wait(timeout)
 
     def _note(self, rows: StatRows, forget: bool = True) -> bool:
         """Log and remember every state change; forget servers that are gone.

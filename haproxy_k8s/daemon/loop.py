@@ -222,13 +222,16 @@ class Daemon:
         """
         assert self.applier is not None and self.health is not None
         assert self.publisher is not None
-        self.health.poll()
-        self.health.start()  # after that first read, which it need not repeat
+        # The poller's first read waits on HAProxy (busy with its first checks)
+        # while the checks below do too.
+        self.health.start()
         # The password files as they are now: a change after READY is a change.
         self._secret_files.changed(secret_files(self.applier.applied, self.applier.attempted))
         problems = wait_serving(self.applier.applied, self.promex)
         for problem in problems:
             log.error("not serving after start: %s", problem)
+        if not self.health.wait_first(self.health.timeout + 1.0):
+            log.warning("no health read yet: status shows nodes as unknown until one comes")
         self.publisher.write_pid()
         self._ready = True
         self.publisher.write()
