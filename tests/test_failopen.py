@@ -15,6 +15,7 @@ from conftest import StandInFactory
 from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
 from helpers import free_port, node_of, wait_until
 
+from haproxy_k8s.daemon.publisher import FAIL_OPEN_DETAIL, fail_open_news
 from haproxy_k8s.demo.standin import StandIn
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
@@ -115,3 +116,17 @@ def test_without_fail_open_clients_are_refused(short_tmp: Path,
         assert c.cluster_status()["fail_open_active"] is False
     finally:
         c.daemon.stop()
+
+
+def test_many_clusters_failing_open_at_once_are_one_line_each_way() -> None:
+    assert fail_open_news(["c0"], ["c1"]) == [
+        "cluster c0: no node UP; FAIL-OPEN: new connections go to every enabled node, "
+        "checks ignored", "cluster c1: no longer failing open"]
+    many = [f"c{i:04d}" for i in range(FAIL_OPEN_DETAIL + 1)]
+    assert fail_open_news(many, []) == [
+        f"{len(many)} clusters: no node UP; FAIL-OPEN: c0000, c0001, c0002, c0003, c0004, "
+        f"c0005, c0006, c0007, c0008, c0009 and {len(many) - 10} more"]
+    assert fail_open_news(["c9"], many) == [
+        "1 cluster: no node UP; FAIL-OPEN: c9",
+        f"{len(many)} clusters: no longer failing open: c0000, c0001, c0002, c0003, c0004, "
+        f"c0005, c0006, c0007, c0008, c0009 and {len(many) - 10} more"]

@@ -50,6 +50,7 @@ STATUS_REFRESH = 10.0  # seconds between status.json rewrites when nothing happe
 # the whole document then cost more than the news was worth.
 NEWS_SPACING = 1.0
 REFRESH_PER_NODE = 0.01  # seconds
+FAIL_OPEN_DETAIL = 20  # more clusters than this starting or ending fail-open: one line
 
 
 class StatusPublisher:
@@ -204,11 +205,9 @@ class StatusPublisher:
     def _log_fail_open(self, doc: StatusDocument) -> None:
         """Say once when a cluster starts and stops failing open (not every rewrite)."""
         now = {c.name for c in doc.clusters if c.fail_open_active}
-        for name in sorted(now - self._failing_open):
-            log.warning("cluster %s: no node UP; FAIL-OPEN: new connections go to every "
-                        "enabled node, checks ignored", name)
-        for name in sorted(self._failing_open - now):
-            log.warning("cluster %s: no longer failing open", name)
+        for line in fail_open_news(sorted(now - self._failing_open),
+                                   sorted(self._failing_open - now)):
+            log.warning("%s", line)
         self._failing_open = now
 
     def write_final(self) -> None:
@@ -234,6 +233,23 @@ class StatusPublisher:
 
     def close(self) -> None:
         self.metrics.close()
+
+
+def fail_open_news(started: list[str], ended: list[str]) -> list[str]:
+    """The log lines for clusters that started and stopped failing open."""
+    if len(started) + len(ended) > FAIL_OPEN_DETAIL:
+        # Hundreds at once (every apiserver unreachable from here): a line each way.
+        return [f"{len(names)} cluster{'' if len(names) == 1 else 's'}: {what}: {_some(names)}"
+                for names, what in ((started, "no node UP; FAIL-OPEN"),
+                                    (ended, "no longer failing open")) if names]
+    return [*(f"cluster {name}: no node UP; FAIL-OPEN: new connections go to every "
+              "enabled node, checks ignored" for name in started),
+            *(f"cluster {name}: no longer failing open" for name in ended)]
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def held_view(hold: HoldDown) -> dict[str, Any] | None:
