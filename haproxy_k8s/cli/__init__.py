@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -91,6 +90,8 @@ def cmd_firewall(args: argparse.Namespace) -> int:
 
 # -- run ----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    import logging  # the daemon's alone: a tenth of the verbs' imports
+
     from ..daemon import malloc
     from ..daemon.logsetup import setup_logging
     from ..daemon.loop import Daemon, collect_seldom
