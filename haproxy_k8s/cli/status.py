@@ -21,7 +21,7 @@ from typing import Any
 
 from ..config.loader import load_config
 from ..config.model import backend_name, cluster_of_backend
-from ..daemon import control
+from ..daemon import client
 from ..daemon.states import StatRow, StatRows
 from ..daemon.status import (
     ClusterShape,
@@ -39,28 +39,28 @@ from ..daemon.status import (
     verdict,
 )
 from ..errors import HaproxyK8sError, RuntimeApiError
-from ..haproxy.master import read_pid
-from ..haproxy.paths import StatePaths
+from ..haproxy.paths import StatePaths, read_pid
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import SERVER_COLUMNS, MasterClient, RuntimeClient
 from ..vip.view import vip_lines
 from .common import error_line
+from .live import ASK_TIMEOUT, ask
 
 SOCKET_TIMEOUT = 2.0
-# The loop answers between events; an apply in progress may hold it this long.
-ASK_TIMEOUT = 3.0
 
 
-def collect(paths: StatePaths, config_dir: Path,
-            cluster: str | None = None) -> tuple[StatusDocument, int]:
+def collect(paths: StatePaths, config_dir: Path, cluster: str | None = None,
+            asked: bytes | RuntimeApiError | None = None) -> tuple[StatusDocument, int]:
     """The status document (DESIGN.md §1, plus `unreachable`) and its exit code.
 
     `cluster`: only that cluster; no cluster at all when there is none of that
     name. A daemon that answers gives the whole document in one request;
     without one it is pieced together from status.json and HAProxy's sockets.
+    `asked`: the daemon's reply (live.ask), or why there is none, when the
+    caller asked already.
     """
     try:
-        doc = _ask_document(paths, cluster)
+        doc = _live_document(ask(paths, cluster) if asked is None else asked)
     except RuntimeApiError as e:
         # No daemon, or a silent one: do not wait for it a second time.
         return _pieced(paths, config_dir, cluster, str(e))
@@ -69,16 +69,20 @@ def collect(paths: StatePaths, config_dir: Path,
     return doc, exit_code(doc)
 
 
-def _ask_document(paths: StatePaths, cluster: str | None) -> StatusDocument | None:
+def _live_document(asked: bytes | RuntimeApiError) -> StatusDocument | None:
     """The daemon's live document; None when its answer will not do.
 
     An older daemon has no `document` op. One that cannot read HAProxy would
     only say "unknown": reading HAProxy's sockets here says which is missing.
     """
-    args = {} if cluster is None else {"cluster": cluster}
-    reply = control.call(paths.control_socket, "document", args, timeout=ASK_TIMEOUT)
-    data = reply.get("document")
-    if not reply.get("ok") or not isinstance(data, dict):
+    if isinstance(asked, RuntimeApiError):
+        raise asked
+    try:
+        reply = json.loads(asked)
+    except ValueError as e:  # cut short: the daemon ended while answering
+        raise RuntimeApiError(f"the daemon's answer is not JSON: {e}") from e
+    data = reply.get("document") if isinstance(reply, dict) else None
+    if not isinstance(reply, dict) or not reply.get("ok") or not isinstance(data, dict):
         return None
     doc = StatusDocument.from_json(data)
     return doc if doc.haproxy.reachable and doc.daemon.running else None
@@ -149,7 +153,7 @@ def _daemon(paths: StatePaths, saved: StatusDocument | None,
 def _ask_daemon(paths: StatePaths) -> DaemonStatus | str:
     """The daemon's live status over the control socket, or why it did not answer."""
     try:
-        reply = control.call(paths.control_socket, "status", timeout=ASK_TIMEOUT)
+        reply = client.call(paths.control_socket, "status", timeout=ASK_TIMEOUT)
     except RuntimeApiError as e:
         return str(e)
     data = reply.get("daemon")
