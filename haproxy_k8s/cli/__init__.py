@@ -119,13 +119,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # -- status / reload ------------------------------------------------------------------
 def _state_paths(args: argparse.Namespace) -> StatePaths:
-    from ..config.loader import state_dir_hint
+    from ..config.statedir import quick_state_dir
     from .locate import state_paths
 
     if args.state_dir:
         return StatePaths(Path(args.state_dir))
     config_dir = _config_dir(args)
-    return state_paths(Path(state_dir_hint(config_dir)), config_dir)
+    # The config model only when some drop-in may move the state dir.
+    state_dir = quick_state_dir(config_dir)
+    if state_dir is None:
+        from ..config.loader import state_dir_hint
+
+        state_dir = state_dir_hint(config_dir)
+    return state_paths(Path(state_dir), config_dir)
 
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:
