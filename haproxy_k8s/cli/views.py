@@ -85,8 +85,12 @@ def print_as_sent(paths: StatePaths, config_dir: Path) -> int:
     sent = as_sent(asked) if isinstance(asked, bytes) else None
     if sent is not None:
         text, code = sent
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text)
+        out = getattr(sys.stdout, "buffer", None)  # none when replaced by a StringIO
+        if out is None:
+            sys.stdout.write(text.decode())
+        else:
+            sys.stdout.flush()
+            out.write(text)
         return code
     from .status import collect
 

@@ -96,8 +96,7 @@ class StatusPublisher:
     def text(self, doc: StatusDocument, added: Mapping[str, int]) -> str:
         """A document of document() as compact JSON (no newline), each cluster's
         node ages plus `added[cluster name]` seconds; kept cluster texts are reused."""
-        return doc.compact(
-            lambda c: self._clusters.aged_text(c, added.get(c.name, 0))).rstrip("\n")
+        return doc.compact(lambda c: self._clusters.aged_text(c, added.get(c.name, 0)), end="")
 
     def _shape(self) -> list[ClusterShape]:
         """The applied config's clusters and nodes. Built again only for a
