@@ -431,6 +431,9 @@ QUICK_CASES: dict[str, dict[str, str | bytes]] = {
         "haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n',
         "conf.d/90-big.toml": "# " + "x" * 70_000 + "\n"},
     "no drop-ins": {"haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n'},
+    "main file without the key": {"haproxy-k8s.toml": '[haproxy]\nbinary = "/x"\n'},
+    "main file broken without the key": {"haproxy-k8s.toml": "[haproxy\n"},
+    "main file not UTF-8": {"haproxy-k8s.toml": b'[haproxy]\nstate_dir = "/run/\xff"\n'},
 }
 
 

@@ -44,10 +44,12 @@ def quick_state_dir(config_dir: Path) -> str | None:
     if any(_may_name_state_dir(prefix + name) for name in names):
         return None
     try:
-        import tomllib  # only for the main file
+        text = (config_dir / MAIN_FILE).read_text()
+        if _MAY_NAME_STATE_DIR.search(text.encode()) is None:
+            return DEFAULT_STATE_DIR  # whatever else it says: TOML is not parsed for it
+        import tomllib
 
-        value = tomllib.loads((config_dir / MAIN_FILE).read_text()) \
-            .get("haproxy", {}).get("state_dir")
+        value = tomllib.loads(text).get("haproxy", {}).get("state_dir")
     except (OSError, ValueError, AttributeError):
         return DEFAULT_STATE_DIR
     return value if isinstance(value, str) and value.startswith("/") else DEFAULT_STATE_DIR
