@@ -174,3 +174,21 @@ def test_a_kept_clusters_text_takes_new_ages_and_nothing_else() -> None:
                 node["last_change_s"] += seconds
         assert cache.aged_text(cluster, seconds) == json.dumps(data, separators=(",", ":"))
     assert cache.text_of(cluster) == json.dumps(cluster.to_json(), separators=(",", ":"))
+
+
+def test_the_cluster_cache_answers_from_the_same_rows_and_rebuilds_on_new_ones() -> None:
+    shape = shape_of_saved(StatusDocument.from_json({"clusters": [
+        {"name": name, "nodes": [{"name": "n1"}, {"name": "n2"}]} for name in ("a", "b")]})
+        .clusters)
+    rows: StatRows = {(f"be_{c}", n): {"status": "UP"} for c in "ab" for n in ("n1", "n2")}
+    cache = ClusterCache()
+    first = cache.statuses(shape, rows)
+    again = cache.statuses(shape, rows)
+    assert again is not first and all(x is y for x, y in zip(again, first, strict=True))
+    # A new poll (a new mapping): what changed is rebuilt, the rest is kept.
+    down = {**rows, ("be_b", "n2"): {"status": "DOWN"}}
+    a, b = cache.statuses(shape, down)
+    assert a is first[0] and (b.up, b.total) == (1, 2)
+    assert [c.up for c in cache.statuses(shape, down, {"a": {"state": "synced"}})] == [2, 1]
+    assert cache.statuses(shape, down, {"a": {"state": "synced"}})[0].discovery \
+        == {"state": "synced"}

@@ -362,9 +362,18 @@ class ClusterCache:
 
     def __init__(self) -> None:
         self._kept: dict[str, _Kept] = {}
+        # The last call's shape and rows (by identity), discovery and answer.
+        self._last: tuple[Sequence[ClusterShape], StatRows | None,
+                          Mapping[str, dict[str, Any]] | None, list[ClusterStatus]] | None = None
 
     def statuses(self, shape: Sequence[ClusterShape], rows: StatRows | None,
                  discovery: Mapping[str, dict[str, Any]] | None = None) -> list[ClusterStatus]:
+        # The same shape and the same rows (a health snapshot's rows are never changed,
+        # only replaced): the same statuses, without looking up 3,000 rows again, which
+        # was a sixth of each `status` request at 1,000 clusters.
+        last = self._last
+        if last is not None and last[0] is shape and last[1] is rows and last[2] == discovery:
+            return list(last[3])
         kept: dict[str, _Kept] = {}
         for c in shape:
             backend = backend_name(c.name)
@@ -376,7 +385,9 @@ class ClusterCache:
                 old = _Kept(c, node_rows, found, cluster_statuses([c], rows, discovery)[0])
             kept[c.name] = old
         self._kept = kept
-        return [kept[c.name].status for c in shape]
+        statuses = [kept[c.name].status for c in shape]
+        self._last = (shape, rows, None if discovery is None else dict(discovery), statuses)
+        return list(statuses)
 
     def text_of(self, status: ClusterStatus) -> str:
         """`status` as compact JSON text, encoded once for a kept status."""
