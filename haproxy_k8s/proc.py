@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess  # for a type only: `status` asks alive() and runs nothing
 
 
 def alive(pid: int | None, popen: subprocess.Popen[bytes] | None = None) -> bool:

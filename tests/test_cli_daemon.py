@@ -25,6 +25,7 @@ from helpers import free_port, wait_until
 from haproxy_k8s.daemon import control
 from haproxy_k8s.daemon.health import FIRST_SEEN_DETAIL
 from haproxy_k8s.daemon.inspect import FIRST_APPLY_NODES
+from haproxy_k8s.daemon.status import StatusDocument, exit_code
 from testkit.procs import stop_popen
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
@@ -312,6 +313,28 @@ def test_status_prints_the_document_the_daemon_holds(running: Running) -> None:
     other = control.call(socket_path, "document", {"cluster": "x; shutdown sessions"})
     assert other["ok"] and other["document"]["clusters"] == []
     assert running.run("status", "--json")[0] == 0  # HAProxy took no command from it
+
+
+def test_status_json_into_a_pipe_is_the_daemons_document_as_sent(running: Running) -> None:
+    """Printed as the daemon sent it: the very text decoding and encoding it again
+    gives, with the exit code its content calls for; a target or a table decodes it."""
+
+    def check(expected_code: int) -> dict[str, Any]:
+        code, text = running.run("status", "--json")
+        doc = StatusDocument.from_json(json.loads(text))
+        assert text == doc.dumps(None), "not what the document encodes to"
+        assert code == exit_code(doc) == expected_code, text
+        assert running.run("status")[0] == code  # the table, from the decoded document
+        one_code, one = running.run("status", "cluster-0", "--json")
+        assert one_code == code, one
+        assert [c["name"] for c in json.loads(one)["clusters"]] == ["cluster-0"]
+        data: dict[str, Any] = json.loads(text)
+        return data
+
+    check(0)
+    assert running.run("maint", "cluster-0/m2")[0] == 0
+    m2 = node(check(1), "m2")  # degraded: one node of two in maintenance
+    assert m2 is not None and m2["state"] == "MAINT"
 
 
 def test_without_the_daemon_status_reads_haproxy_itself(running: Running) -> None:

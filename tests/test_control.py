@@ -15,7 +15,7 @@ from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli
 from helpers import free_port, wait_until
 
 from haproxy_k8s.apply import operator as opstate
-from haproxy_k8s.daemon import control
+from haproxy_k8s.daemon import client, control
 from haproxy_k8s.errors import RuntimeApiError
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
@@ -148,3 +148,30 @@ def test_a_reply_of_megabytes_arrives_whole(short_tmp: Path) -> None:
         server.stop()
     assert len(json.dumps(reply)) > 1 << 20
     assert reply["op"] == "document" and reply["nodes"] == nodes
+
+
+def test_an_encoded_answer_arrives_as_sent_and_its_document_splits_off(short_tmp: Path) -> None:
+    """The `document` reply is one JSON line for any reader, with its summary first,
+    so `status --json` can take the document's bytes without decoding them."""
+    document = json.dumps({"daemon": {"note": ',"document":{}'}, "clusters": []},
+                          separators=(",", ":"))
+    line = client.document_line({"ok": True, "exit_code": 2, "running": True}, document)
+
+    def answer(request: control.Request) -> None:
+        request.answer(line)
+
+    server = control.ControlServer(short_tmp / "c.sock", answer)
+    server.start()
+    try:
+        raw = control.call_raw(short_tmp / "c.sock", "document", timeout=10.0)
+        decoded = control.call(short_tmp / "c.sock", "document", timeout=10.0)
+    finally:
+        server.stop()
+    assert raw == line
+    assert decoded == {"ok": True, "exit_code": 2, "running": True,
+                       "document": json.loads(document)}
+    assert client.split_document(raw) == ({"ok": True, "exit_code": 2, "running": True},
+                                          document.encode())
+    # An older daemon's reply, or an error: decoded whole by the caller.
+    assert client.split_document(b'{"ok":true,"document":{"clusters":[]}}') is None
+    assert client.split_document(b'{"ok":false,"error":"busy"}') is None

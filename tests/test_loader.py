@@ -435,6 +435,44 @@ def test_state_dir_hint_is_the_full_answer(tmp_path: Path,
     assert loader.state_dir_hint(tmp_path) == _full_state_dir(tmp_path)
 
 
+QUICK_CASES: dict[str, dict[str, str | bytes]] = {
+    **STATE_DIR_CASES,
+    "leftovers and hidden files": {
+        "haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n',
+        "conf.d/90-move.toml~": '[haproxy]\nstate_dir = "/run/x"\n',
+        "conf.d/.90-move.toml": '[haproxy]\nstate_dir = "/run/x"\n',
+        "conf.d/90-move.toml.dpkg-new": '[haproxy]\nstate_dir = "/run/x"\n',
+        "conf.d/90-move.yaml": "haproxy: {state_dir: /run/x}\n"},
+    "a directory named like a drop-in": {
+        "haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n',
+        "conf.d/90-dir.toml/x": '[haproxy]\nstate_dir = "/run/x"\n'},
+    "a drop-in too large to look at": {
+        "haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n',
+        "conf.d/90-big.toml": "# " + "x" * 70_000 + "\n"},
+    "no drop-ins": {"haproxy-k8s.toml": '[haproxy]\nstate_dir = "/run/main"\n'},
+    "main file without the key": {"haproxy-k8s.toml": '[haproxy]\nbinary = "/x"\n'},
+    "main file broken without the key": {"haproxy-k8s.toml": "[haproxy\n"},
+    "main file not UTF-8": {"haproxy-k8s.toml": b'[haproxy]\nstate_dir = "/run/\xff"\n'},
+}
+
+
+@pytest.mark.parametrize("files", QUICK_CASES.values(), ids=QUICK_CASES.keys())
+def test_the_clis_quick_state_dir_is_the_loaders(tmp_path: Path,
+                                                 files: dict[str, str | bytes]) -> None:
+    """config/statedir.py (the CLI's, without the config model) answers exactly when
+    and what the loader's quick look does."""
+    from haproxy_k8s.config import statedir
+
+    write(tmp_path, files)
+    assert statedir.quick_state_dir(tmp_path) == loader._state_dir_of_main(tmp_path)
+    assert statedir.quick_state_dir(tmp_path / "missing") is None
+    # The rules it copies: the same names, suffixes, leftovers and read size.
+    assert (statedir.MAIN_FILE, statedir.DROPIN_DIR, statedir.SUFFIXES, statedir.QUICK_READ) \
+        == (loader.MAIN_FILE, loader.DROPIN_DIR, loader.SUFFIXES, loader._QUICK_READ)
+    assert statedir.LEFTOVERS == loader._LEFTOVERS
+    assert statedir._MAY_NAME_STATE_DIR.pattern == loader._MAY_NAME_STATE_DIR.pattern
+
+
 def test_state_dir_hint_reads_no_drop_in_that_cannot_name_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, STATE_DIR_CASES["main file"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Any
 
@@ -15,6 +16,7 @@ from haproxy_k8s.daemon.status import (
     EXIT_OK,
     EXIT_UNREACHABLE,
     STATES,
+    ClusterCache,
     ClusterStatus,
     NodeStatus,
     StatusDocument,
@@ -146,13 +148,47 @@ def test_table_reads_at_a_glance() -> None:
 
 
 def test_ages_are_brought_to_now_by_when_each_backend_was_read() -> None:
-    from haproxy_k8s.daemon.requests import age_to_now
+    from haproxy_k8s.daemon.requests import ages_to_now
 
-    data: dict[str, Any] = {"clusters": [
-        {"name": "a", "nodes": [{"last_change_s": 5}, {"last_change_s": None}]},
-        {"name": "b", "nodes": [{"last_change_s": 7}]},
-        {"name": "c", "nodes": [{"last_change_s": 1}]}]}
+    doc = StatusDocument.from_json({"clusters": [
+        {"name": name, "nodes": [{"name": "n1"}]} for name in ("a", "b", "c")]})
     # a was read 40 s ago (slow full read), b just now (news); c never.
-    age_to_now(data, {"be_a": 60.0, "be_b": 100.0}, now=100.0)
-    ages = [[n["last_change_s"] for n in c["nodes"]] for c in data["clusters"]]
-    assert ages == [[45, None], [7], [1]]
+    assert ages_to_now(doc, {"be_a": 60.0, "be_b": 100.0}, now=100.0) == {"a": 40, "b": 0}
+
+
+def test_a_kept_clusters_text_takes_new_ages_and_nothing_else() -> None:
+    """The `document` request's ages: the kept text with `seconds` added to each node's
+    last_change_s, exactly as encoding the cluster with those ages would give."""
+    odd = 'say "last_change_s":5 100% \\ "'  # the field's text inside a string stays
+    shape = shape_of_saved(StatusDocument.from_json({"clusters": [{"name": "a", "nodes": [
+        {"name": "n1"}, {"name": "n2"}, {"name": "n3"}]}]}).clusters)
+    rows: StatRows = {("be_a", "n1"): {"status": "UP", "lastchg": "5", "last_chk": odd},
+                      ("be_a", "n2"): {"status": "DOWN", "lastchg": "0"},
+                      ("be_a", "n3"): {"status": "UP"}}  # no age: stays null
+    cache = ClusterCache()
+    [cluster] = cache.statuses(shape, rows)
+    for seconds in (0, 40, 7, 0):
+        data = cluster.to_json()
+        for node in data["nodes"]:
+            if node["last_change_s"] is not None:
+                node["last_change_s"] += seconds
+        assert cache.aged_text(cluster, seconds) == json.dumps(data, separators=(",", ":"))
+    assert cache.text_of(cluster) == json.dumps(cluster.to_json(), separators=(",", ":"))
+
+
+def test_the_cluster_cache_answers_from_the_same_rows_and_rebuilds_on_new_ones() -> None:
+    shape = shape_of_saved(StatusDocument.from_json({"clusters": [
+        {"name": name, "nodes": [{"name": "n1"}, {"name": "n2"}]} for name in ("a", "b")]})
+        .clusters)
+    rows: StatRows = {(f"be_{c}", n): {"status": "UP"} for c in "ab" for n in ("n1", "n2")}
+    cache = ClusterCache()
+    first = cache.statuses(shape, rows)
+    again = cache.statuses(shape, rows)
+    assert again is not first and all(x is y for x, y in zip(again, first, strict=True))
+    # A new poll (a new mapping): what changed is rebuilt, the rest is kept.
+    down = {**rows, ("be_b", "n2"): {"status": "DOWN"}}
+    a, b = cache.statuses(shape, down)
+    assert a is first[0] and (b.up, b.total) == (1, 2)
+    assert [c.up for c in cache.statuses(shape, down, {"a": {"state": "synced"}})] == [2, 1]
+    assert cache.statuses(shape, down, {"a": {"state": "synced"}})[0].discovery \
+        == {"state": "synced"}

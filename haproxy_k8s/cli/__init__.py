@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -91,6 +90,8 @@ def cmd_firewall(args: argparse.Namespace) -> int:
 
 # -- run ----------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    import logging  # the daemon's alone: a tenth of the verbs' imports
+
     from ..daemon import malloc
     from ..daemon.logsetup import setup_logging
     from ..daemon.loop import Daemon, collect_seldom
@@ -118,13 +119,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # -- status / reload ------------------------------------------------------------------
 def _state_paths(args: argparse.Namespace) -> StatePaths:
-    from ..config.loader import state_dir_hint
+    from ..config.statedir import quick_state_dir
     from .locate import state_paths
 
     if args.state_dir:
         return StatePaths(Path(args.state_dir))
     config_dir = _config_dir(args)
-    return state_paths(Path(state_dir_hint(config_dir)), config_dir)
+    # The config model only when some drop-in may move the state dir.
+    state_dir = quick_state_dir(config_dir)
+    if state_dir is None:
+        from ..config.loader import state_dir_hint
+
+        state_dir = state_dir_hint(config_dir)
+    return state_paths(Path(state_dir), config_dir)
 
 
 def _status_arguments(parser: argparse.ArgumentParser) -> None:

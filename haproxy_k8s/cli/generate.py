@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from .. import __version__
 from .helptext import HELP, aliases, subcommands
 
-SHELLS = ("bash", "zsh", "fish")
 GLOBAL = ("--config-dir", "--state-dir")
 PROG = "haproxy-k8s"
 

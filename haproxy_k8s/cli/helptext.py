@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from dataclasses import dataclass
+from types import ModuleType
+from typing import NamedTuple
+
+# Here, not in generate.py: every command line builds the parser, and only
+# `completion` and `man` need that module.
+SHELLS = ("bash", "zsh", "fish")
 
 
-@dataclass(frozen=True)
-class Help:
+# A NamedTuple, not a dataclass: importing dataclasses is a tenth of `status`'s imports.
+class Help(NamedTuple):
     description: str
     examples: tuple[str, ...]
     exits: tuple[tuple[int, str], ...]
@@ -171,10 +176,14 @@ def decorate(parser: argparse.ArgumentParser) -> None:
 
 def generator_commands(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
                        root: argparse.ArgumentParser) -> None:
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=SHELLS)
+    completion.set_defaults(func=lambda a: _generate().print_completion(root, a.shell))
+    man = sub.add_parser("man", help="print the man page (roff)")
+    man.set_defaults(func=lambda a: _generate().print_man(root))
+
+
+def _generate() -> ModuleType:
     from . import generate
 
-    completion = sub.add_parser("completion", help="print a shell completion script")
-    completion.add_argument("shell", choices=generate.SHELLS)
-    completion.set_defaults(func=lambda a: generate.print_completion(root, a.shell))
-    man = sub.add_parser("man", help="print the man page (roff)")
-    man.set_defaults(func=lambda a: generate.print_man(root))
+    return generate

@@ -10,13 +10,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..daemon import control
+from ..daemon import client as control
 from ..errors import HaproxyK8sError, RuntimeApiError
-from ..haproxy.paths import StatePaths
-from .admin import parse_target
 from .common import duration, error_line, to_yaml
+
+# Every command line builds the parser, which takes these commands' arguments
+# from here: what only running them needs is imported there.
+if TYPE_CHECKING:
+    from ..haproxy.paths import StatePaths
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -33,6 +36,8 @@ def add_describe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_describe(args: argparse.Namespace, paths: StatePaths) -> int:
+    from .admin import parse_target
+
     try:
         target = parse_target(args.target)
         reply = control.call(paths.control_socket, "describe", {"target": str(target)},

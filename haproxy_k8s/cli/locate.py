@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..haproxy.master import read_pid
-from ..haproxy.paths import StatePaths
+from ..haproxy.paths import StatePaths, read_pid
 from ..proc import alive
 
 if TYPE_CHECKING:

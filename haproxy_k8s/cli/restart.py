@@ -13,8 +13,7 @@ import sys
 import time
 
 from ..daemon.status import DaemonStatus, StatusDocument
-from ..haproxy.master import read_pid
-from ..haproxy.paths import StatePaths
+from ..haproxy.paths import StatePaths, read_pid
 from .status import read_saved
 
 POLL = 0.05

@@ -24,18 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import RuntimeApiError
+# The client side, here too for the verbs that import it from this module.
+from .client import ANSWER_TIMEOUT, MAX_REPLY, call, call_raw, read_reply
+
+__all__ = ["ANSWER_TIMEOUT", "MAX_REPLY", "call", "call_raw", "read_reply"]
 
 log = logging.getLogger(__name__)
 
 THREAD_NAME = "haproxy-k8s-control"
 MAX_REQUEST = 64 * 1024
-# A reply may be the whole status document: about 150 bytes per node, so a
-# megabyte at 6,000 nodes. The cap only stops a runaway peer.
-MAX_REPLY = 256 * 1024 * 1024
-REPLY_CHUNK = 256 * 1024
 IO_TIMEOUT = 5.0  # a client that connects and says nothing is dropped after this
-ANSWER_TIMEOUT = 120.0  # the loop answers after the apply: a reload may take a while
 OPS = ("reload", "drain", "ready", "maint", "describe", "events", "diff", "status", "document")
 # Ops that change nothing: answering them is no news for status.json.
 READ_ONLY_OPS = ("describe", "events", "diff", "status", "document")
@@ -48,14 +46,16 @@ class Request:
     op: str
     args: dict[str, Any] = field(default_factory=dict)
     peer: str = ""  # who asked: "root (uid 0)", from the socket's peer credentials
-    _reply: dict[str, Any] | None = None
+    _reply: dict[str, Any] | bytes | None = None
     _done: threading.Event = field(default_factory=threading.Event)
 
-    def answer(self, reply: dict[str, Any]) -> None:
+    def answer(self, reply: dict[str, Any] | bytes) -> None:
+        """Answer with a reply to encode, or with one already encoded (a line of
+        JSON without its newline: the status document, put together from kept texts)."""
         self._reply = reply
         self._done.set()
 
-    def wait(self, timeout: float) -> dict[str, Any]:
+    def wait(self, timeout: float) -> dict[str, Any] | bytes:
         if not self._done.wait(timeout):
             return {"ok": False, "error": f"the daemon did not answer within {timeout:g}s"}
         assert self._reply is not None
@@ -175,64 +175,11 @@ def _read_line(conn: socket.socket) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-def _read_reply(sock: socket.socket) -> bytes:
-    """One reply line, however long (up to MAX_REPLY).
-
-    Chunks are kept in a list and only the newest is searched for the end:
-    appending to one bytes object and searching all of it each time was
-    quadratic in a reply of a megabyte.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = sock.recv(REPLY_CHUNK)
-        if not chunk:
-            break
-        end = chunk.find(b"\n")
-        if end >= 0:
-            chunks.append(chunk[:end])
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_REPLY:
-            raise ValueError("reply too long")
-    return b"".join(chunks)
-
-
-def _send(conn: socket.socket, reply: dict[str, Any]) -> None:
-    # Compact: a status document is a megabyte at 6,000 nodes; the C encoder
+def _send(conn: socket.socket, reply: dict[str, Any] | bytes) -> None:
+    # Compact: a status document is a megabyte at 3,000 nodes; the C encoder
     # writes it in one pass either way, but the client reads less.
-    data = json.dumps(reply, separators=(",", ":")).encode() + b"\n"
+    line = reply if isinstance(reply, bytes) \
+        else json.dumps(reply, separators=(",", ":")).encode()
     with contextlib.suppress(OSError):  # the client gave up: nothing to tell
-        conn.sendall(data)
-
-
-# -- the client side (CLI) -------------------------------------------------------------------
-def call(path: Path, op: str, args: dict[str, Any] | None = None,
-         timeout: float = ANSWER_TIMEOUT) -> dict[str, Any]:
-    """Send one request to the daemon and return its reply.
-
-    Raises RuntimeApiError when no daemon listens on `path`.
-    """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        try:
-            sock.connect(str(path))
-        except OSError as e:
-            raise RuntimeApiError(f"no running daemon ({path}: {e.strerror or e})") from e
-        sock.sendall(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
-        line = _read_reply(sock)
-    except TimeoutError as e:
-        raise RuntimeApiError(f"the daemon did not answer within {timeout:g}s") from e
-    except (OSError, ValueError) as e:
-        raise RuntimeApiError(f"control socket {path}: {e}") from e
-    finally:
-        sock.close()
-    if not line:
-        raise RuntimeApiError("the daemon closed the control socket without an answer")
-    try:
-        reply: dict[str, Any] = json.loads(line)
-    except ValueError as e:  # cut short: the daemon ended while answering
-        raise RuntimeApiError(f"the daemon's answer is not JSON: {e}") from e
-    return reply
+        conn.sendall(line)
+        conn.sendall(b"\n")  # apart: `line + b"\n"` would copy a megabyte

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,11 @@ class StatusPublisher:
             fields = d.vip.status_fields(self.paths.config)
             doc.vip, doc.config = fields.get("vip"), fields.get("config")
         return doc
+
+    def text(self, doc: StatusDocument, added: Mapping[str, int]) -> str:
+        """A document of document() as compact JSON (no newline), each cluster's
+        node ages plus `added[cluster name]` seconds; kept cluster texts are reused."""
+        return doc.compact(lambda c: self._clusters.aged_text(c, added.get(c.name, 0)), end="")
 
     def _shape(self) -> list[ClusterShape]:
         """The applied config's clusters and nodes. Built again only for a

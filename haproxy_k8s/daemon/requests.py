@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..config.model import backend_name, cluster_backends
 from ..errors import HaproxyK8sError
 from . import inspect
+from .client import document_line
 from .control import Request
+from .status import StatusDocument, exit_code
 
 if TYPE_CHECKING:
     from .loop import Daemon
@@ -58,12 +60,14 @@ def answer(daemon: Daemon, request: Request) -> None:
     request.answer({"ok": True, "target": target, "state": request.op})
 
 
-def document(daemon: Daemon, cluster: object = None) -> dict[str, Any]:
+def document(daemon: Daemon, cluster: object = None) -> bytes:
     """The whole status document as the daemon holds it (`haproxy-k8s status`), or
     one cluster's: one request instead of reading status.json and HAProxy's sockets.
 
     Node states are as fresh as HAProxy's log messages make them; one cluster's
-    rows are read again first, which costs one small `show stat`.
+    rows are read again first, which costs one small `show stat`. The reply
+    (client.document_line) puts the exit code and what decides whether the
+    CLI may print the document as it is before the document itself.
     """
     assert daemon.publisher is not None and daemon.applier is not None
     applied = daemon.applier.applied
@@ -74,23 +78,24 @@ def document(daemon: Daemon, cluster: object = None) -> dict[str, Any]:
     doc = daemon.publisher.document()
     if cluster is not None:
         doc.clusters = [c for c in doc.clusters if c.name == cluster]
-    data = doc.to_json()
-    if daemon.health is not None:
-        age_to_now(data, daemon.health.latest().read_at, time.monotonic())
-    return {"ok": True, "document": data}
+    added = {} if daemon.health is None else \
+        ages_to_now(doc, daemon.health.latest().read_at, time.monotonic())
+    head = {"ok": True, "exit_code": exit_code(doc), "running": doc.daemon.running,
+            "reachable": doc.haproxy.reachable}
+    return document_line(head, daemon.publisher.text(doc, added))
 
 
-def age_to_now(data: dict[str, Any], read_at: Mapping[str, float], now: float) -> None:
-    """Bring `last_change_s` of each node up to `now` in a document's JSON data.
+def ages_to_now(doc: StatusDocument, read_at: Mapping[str, float], now: float
+                ) -> dict[str, int]:
+    """Seconds to add to each cluster's node ages (`last_change_s`) to bring them to `now`.
 
     A backend whose servers sent no news was last read by the slow full read
     (up to a minute ago at 6,000 servers): the state is still right (a change
     would have been news), and its age is HAProxy's then plus the time since.
     """
-    for cluster in data["clusters"]:
-        at = read_at.get(backend_name(cluster["name"]))
-        if at is None:
-            continue
-        for node in cluster["nodes"]:
-            if node.get("last_change_s") is not None:
-                node["last_change_s"] += int(now - at)
+    added = {}
+    for cluster in doc.clusters:
+        at = read_at.get(backend_name(cluster.name))
+        if at is not None:
+            added[cluster.name] = int(now - at)
+    return added

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -181,17 +182,23 @@ class StatusDocument:
         doc.update({k: v for k, v in (("vip", self.vip), ("config", self.config)) if v})
         return doc
 
-    def compact(self, cluster_text: Callable[[ClusterStatus], str]) -> str:
-        """Compact JSON text, each cluster's part given by `cluster_text` (the
-        daemon's kept texts: ClusterCache.text_of), the rest encoded now."""
-        parts = []
+    def compact(self, cluster_text: Callable[[ClusterStatus], str], end: str = "\n") -> str:
+        """Compact JSON text and `end`, each cluster's part given by `cluster_text`
+        (the daemon's kept texts: ClusterCache.text_of), the rest encoded now.
+
+        Put together by one join of small pieces and the clusters' part: each `+`
+        of a megabyte (3,000 nodes) was a copy, and a fresh mmap to fault in.
+        """
+        pieces: list[str] = []
         for key, value in self.to_json(cluster_json=lambda c: {}).items():
+            pieces += (",", _compact(key), ":")
             if key == "clusters":
-                body = "[" + ",".join(cluster_text(c) for c in self.clusters) + "]"
+                pieces += ("[", ",".join([cluster_text(c) for c in self.clusters]), "]")
             else:
-                body = _compact(value)
-            parts.append(f"{_compact(key)}:{body}")
-        return "{" + ",".join(parts) + "}\n"
+                pieces.append(_compact(value))
+        pieces[0] = "{"  # the first key's comma
+        pieces += ("}", end)
+        return "".join(pieces)
 
     def dumps(self, indent: int | None = 2) -> str:
         """The JSON text; `indent=None` is compact, and several times faster to
@@ -216,8 +223,22 @@ def _mapping(value: Any) -> dict[str, Any] | None:
 
 
 def _known(kind: Any, data: Mapping[str, Any]) -> Any:
-    names = set(kind.__dataclass_fields__)
+    names = _field_names(kind)
     return kind(**{k: v for k, v in data.items() if k in names})
+
+
+@functools.cache
+def _field_names(kind: Any) -> frozenset[str]:
+    return frozenset(kind.__dataclass_fields__)
+
+
+def _node_from(data: Mapping[str, Any]) -> NodeStatus:
+    # Most nodes come from a daemon of this version, with every field and no other:
+    # taken as they are, the table of 3,000 nodes reads its document a third faster.
+    if "address" in data and "port" in data and _field_names(NodeStatus).issuperset(data):
+        return NodeStatus(**data)
+    node: NodeStatus = _known(NodeStatus, {"address": "", "port": None, **data})
+    return node
 
 
 def _daemon_from(data: Mapping[str, Any]) -> DaemonStatus:
@@ -232,8 +253,7 @@ def _daemon_from(data: Mapping[str, Any]) -> DaemonStatus:
 def _cluster_from(data: Mapping[str, Any]) -> ClusterStatus:
     discovery = data.get("discovery")
     return ClusterStatus(str(data.get("name", "")), [str(b) for b in data.get("bind") or []],
-                         [_known(NodeStatus, {"address": "", "port": None, **n})
-                          for n in data.get("nodes") or []],
+                         [_node_from(n) for n in data.get("nodes") or []],
                          [str(h) for h in data.get("sni") or []], bool(data.get("fail_open")),
                          dict(discovery) if isinstance(discovery, Mapping) else None)
 
@@ -325,6 +345,9 @@ class _Kept:
     discovery: dict[str, Any] | None
     status: ClusterStatus
     text: str | None = None  # its compact JSON, once asked for
+    # That text as a %-template of its nodes' `last_change_s`, and those ages,
+    # once asked for: `aged_text` then adds to the ages alone.
+    template: tuple[str, tuple[int, ...]] | None = None
 
 
 class ClusterCache:
@@ -339,9 +362,18 @@ class ClusterCache:
 
     def __init__(self) -> None:
         self._kept: dict[str, _Kept] = {}
+        # The last call's shape and rows (by identity), discovery and answer.
+        self._last: tuple[Sequence[ClusterShape], StatRows | None,
+                          Mapping[str, dict[str, Any]] | None, list[ClusterStatus]] | None = None
 
     def statuses(self, shape: Sequence[ClusterShape], rows: StatRows | None,
                  discovery: Mapping[str, dict[str, Any]] | None = None) -> list[ClusterStatus]:
+        # The same shape and the same rows (a health snapshot's rows are never changed,
+        # only replaced): the same statuses, without looking up 3,000 rows again, which
+        # was a sixth of each `status` request at 1,000 clusters.
+        last = self._last
+        if last is not None and last[0] is shape and last[1] is rows and last[2] == discovery:
+            return list(last[3])
         kept: dict[str, _Kept] = {}
         for c in shape:
             backend = backend_name(c.name)
@@ -353,7 +385,9 @@ class ClusterCache:
                 old = _Kept(c, node_rows, found, cluster_statuses([c], rows, discovery)[0])
             kept[c.name] = old
         self._kept = kept
-        return [kept[c.name].status for c in shape]
+        statuses = [kept[c.name].status for c in shape]
+        self._last = (shape, rows, None if discovery is None else dict(discovery), statuses)
+        return list(statuses)
 
     def text_of(self, status: ClusterStatus) -> str:
         """`status` as compact JSON text, encoded once for a kept status."""
@@ -363,6 +397,39 @@ class ClusterCache:
         if kept.text is None:
             kept.text = _compact(status.to_json())
         return kept.text
+
+    def aged_text(self, status: ClusterStatus, seconds: int) -> str:
+        """text_of(status) with `seconds` added to every node's `last_change_s`.
+
+        The `document` request brings HAProxy's ages up to now: at 3,000 nodes
+        re-encoding every cluster for that was most of the request, so a kept
+        text is made a %-template of its ages once, and filled in per request.
+        """
+        kept = self._kept.get(status.name)
+        if kept is None or kept.status is not status:
+            text = _compact(status.to_json())
+            return text if seconds == 0 else _fill(*_template(text), seconds)
+        if seconds == 0:
+            return self.text_of(status)
+        if kept.template is None:
+            kept.template = _template(self.text_of(status))
+        return _fill(*kept.template, seconds)
+
+
+# The value of a node's age in compact JSON. A string cannot hold this text
+# (its quotes are escaped there), so only the field itself matches.
+_AGE = re.compile(r'(?<="last_change_s":)(-?\d+)')
+
+
+def _template(text: str) -> tuple[str, tuple[int, ...]]:
+    """`text` with each age a `%d`, and the ages."""
+    parts = _AGE.split(text)
+    return "%d".join(p.replace("%", "%%") for p in parts[::2]), \
+        tuple(int(age) for age in parts[1::2])
+
+
+def _fill(template: str, ages: tuple[int, ...], seconds: int) -> str:
+    return template % tuple(age + seconds for age in ages)
 
 
 def _compact(value: Any) -> str:

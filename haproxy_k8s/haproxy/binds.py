@@ -22,8 +22,7 @@ import psutil
 
 from ..config.model import Bind, Config
 from ..errors import ConfigError
-from .master import read_pid
-from .paths import StatePaths
+from .paths import StatePaths, read_pid
 
 log = logging.getLogger(__name__)
 

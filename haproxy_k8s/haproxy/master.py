@@ -25,6 +25,7 @@ from .. import proc
 from ..errors import ProcessError, RuntimeApiError
 from ..fileio import write_atomic
 from .paths import StatePaths
+from .paths import read_pid as read_pid  # its home before paths.py
 from .replies import ProcTable, reload_verdict
 from .runtime import MasterClient
 
@@ -326,16 +327,8 @@ class HaproxyMaster:
         return table
 
 
-def read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text().split()
-    except OSError:
-        return None
-    return int(text[0]) if text and text[0].isdigit() else None
-
-
 def _is_haproxy(pid: int) -> bool:
-    import psutil  # here: `status` imports this module for read_pid() alone
+    import psutil  # here: `status` without a daemon imports this module
 
     try:
         return "haproxy" in psutil.Process(pid).name()

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 STATE_DIR_MODE = 0o750  # as the unit's RuntimeDirectoryMode: the haproxy group may read
 
 
-@dataclass(frozen=True)
 class StatePaths:
     """Every file of the state dir. The paths are made once (cached): the daemon
-    asks for some of them on every supervision round."""
+    asks for some of them on every supervision round.
 
-    root: Path
+    A plain class, equal by `root`: every CLI command makes one, and importing
+    dataclasses for it was a tenth of `status`'s start.
+    """
+
+    __slots__ = ("__dict__", "root")  # __dict__: for the cached properties
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StatePaths) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"StatePaths(root={self.root!r})"
 
     def ensure_root(self) -> None:
         """Create the state dir private to the service (0750), as systemd would."""
@@ -88,6 +101,8 @@ class StatePaths:
         socket has no file permissions. Named after the state dir, so it is
         the same for every reload and every daemon on this state dir.
         """
+        import hashlib  # only the daemon asks this
+
         digest = hashlib.sha256(os.path.abspath(self.root).encode()).hexdigest()[:20]
         return f"haproxy-k8s-{digest}"
 
@@ -99,3 +114,12 @@ class StatePaths:
     @functools.cached_property
     def operator_state(self) -> Path:
         return self.root / "operator-state.json"
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid in a pid file (HAProxy's, the daemon's); None when there is none."""
+    try:
+        text = path.read_text().split()
+    except OSError:
+        return None
+    return int(text[0]) if text and text[0].isdigit() else None

@@ -18,7 +18,7 @@ import psutil
 
 from .. import proc
 from ..errors import ProcessError
-from ..haproxy.master import read_pid
+from ..haproxy.paths import read_pid
 from .render import VipPaths
 
 log = logging.getLogger(__name__)
