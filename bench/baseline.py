@@ -34,7 +34,8 @@ from types import FrameType
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from haproxy_k8s.config.loader import DROPIN_DIR, MAIN_FILE, is_ignored, load_config
+from haproxy_k8s.config.loader import load_config
+from haproxy_k8s.config.statedir import DROPIN_DIR, MAIN_FILE, is_ignored
 from haproxy_k8s.errors import HaproxyK8sError
 from haproxy_k8s.haproxy.paths import StatePaths
 from haproxy_k8s.haproxy.render import render

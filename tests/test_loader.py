@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from haproxy_k8s.config import loader, schema
-from haproxy_k8s.config.loader import config_files, is_ignored, load_config, load_raw
+from haproxy_k8s.config import loader, schema, statedir
+from haproxy_k8s.config.loader import config_files, load_config, load_raw
 from haproxy_k8s.config.memo import ClusterMemo
 from haproxy_k8s.config.model import DEFAULT_STATE_DIR, Bind
+from haproxy_k8s.config.statedir import is_ignored
 from haproxy_k8s.errors import ConfigError
 
 # The example from DESIGN.md section 1, verbatim: the contract must load.
@@ -457,20 +458,14 @@ QUICK_CASES: dict[str, dict[str, str | bytes]] = {
 
 
 @pytest.mark.parametrize("files", QUICK_CASES.values(), ids=QUICK_CASES.keys())
-def test_the_clis_quick_state_dir_is_the_loaders(tmp_path: Path,
-                                                 files: dict[str, str | bytes]) -> None:
-    """config/statedir.py (the CLI's, without the config model) answers exactly when
-    and what the loader's quick look does."""
-    from haproxy_k8s.config import statedir
-
+def test_the_quick_state_dir_is_the_full_answer_or_none(tmp_path: Path,
+                                                        files: dict[str, str | bytes]) -> None:
+    """config/statedir.py (the CLI's, without the config model) answers only what
+    loading everything would, and says nothing for a config dir that is missing."""
     write(tmp_path, files)
-    assert statedir.quick_state_dir(tmp_path) == loader._state_dir_of_main(tmp_path)
+    assert statedir.quick_state_dir(tmp_path) in (None, _full_state_dir(tmp_path))
+    assert loader.state_dir_hint(tmp_path) == _full_state_dir(tmp_path)
     assert statedir.quick_state_dir(tmp_path / "missing") is None
-    # The rules it copies: the same names, suffixes, leftovers and read size.
-    assert (statedir.MAIN_FILE, statedir.DROPIN_DIR, statedir.SUFFIXES, statedir.QUICK_READ) \
-        == (loader.MAIN_FILE, loader.DROPIN_DIR, loader.SUFFIXES, loader._QUICK_READ)
-    assert statedir.LEFTOVERS == loader._LEFTOVERS
-    assert statedir._MAY_NAME_STATE_DIR.pattern == loader._MAY_NAME_STATE_DIR.pattern
 
 
 def test_state_dir_hint_reads_no_drop_in_that_cannot_name_it(

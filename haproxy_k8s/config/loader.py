@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from fnmatch import translate
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +25,9 @@ from ..errors import ConfigError
 from .model import DEFAULT_STATE_DIR, Config
 from .schema import KeyPath, build_config, dotted_key
 
-MAIN_FILE = "haproxy-k8s.toml"
-DROPIN_DIR = "conf.d"
-SUFFIXES = (".toml", ".json")
-
-# Editor and package-manager leftovers. Most also fail the suffix test; listing
-# them anyway documents the intent and survives a change of suffixes.
-_LEFTOVERS = ("*~", ".#*", "*.swp", "*.tmp", "*.dpkg-*", "*.rpmnew", "*.rpmsave")
-# One pattern for all: `status` lists 1,000 drop-ins, and seven fnmatch calls
-# each were a sixth of finding its state dir.
-_LEFTOVER_NAME = re.compile("|".join(f"(?:{translate(p)})" for p in _LEFTOVERS))
+# The file names, suffixes and leftovers read or skipped: one copy, in the
+# module the CLI imports without the config model.
+from .statedir import DROPIN_DIR, MAIN_FILE, is_ignored, quick_state_dir
 
 # A drop-in is a few lines; anything this big is a mistake (a log, an image).
 MAX_FILE_BYTES = 1 << 20
@@ -46,17 +37,6 @@ _MAX_DEPTH = 32
 
 RawConfig = dict[str, Any]
 ProvenanceMap = dict[KeyPath, str]
-
-
-def is_ignored(name: str) -> bool:
-    """Whether a file of this name in `conf.d/` is never read.
-
-    True for hidden files, editor and package-manager leftovers and any suffix
-    other than .toml/.json. The watcher uses it to skip events on such files.
-    """
-    if name.startswith(".") or not name.endswith(SUFFIXES):
-        return True
-    return _LEFTOVER_NAME.match(name) is not None
 
 
 # Suffixes people try that we do not read: worth a warning, not silence.
@@ -339,7 +319,7 @@ def state_dir_hint(config_dir: Path) -> str:
     this reads what it can: the full config, else the merged files, else the
     main file alone, else the default.
     """
-    quick = _state_dir_of_main(Path(config_dir))
+    quick = quick_state_dir(Path(config_dir))
     if quick is not None:
         return quick
     try:
@@ -354,51 +334,6 @@ def state_dir_hint(config_dir: Path) -> str:
         if isinstance(value, str) and value.startswith("/"):
             return value
     return DEFAULT_STATE_DIR
-
-
-# Bytes without which a drop-in cannot set haproxy.state_dir: the key itself,
-# or a \u escape in a quoted TOML or JSON key that could spell it.
-_MAY_NAME_STATE_DIR = re.compile(rb"state_dir|\\[uU]")
-_QUICK_READ = 64 * 1024  # a drop-in is a few lines; a larger one takes the full path
-
-
-def _state_dir_of_main(config_dir: Path) -> str | None:
-    """state_dir_hint() without parsing the drop-ins, when none can name the state dir.
-
-    `status` asks this on every run, and parsing 1,000 drop-ins to learn one key
-    that none of them sets was most of its time. When no drop-in contains the
-    key, the answer below is exactly the full one: valid or not, the merged
-    value is then the main file's. None: some drop-in may set it (or cannot be
-    read); the caller takes the full path.
-    """
-    try:
-        files = config_files(config_dir)
-    except ConfigError:
-        return None
-    main = config_dir / MAIN_FILE
-    if any(path != main and _may_name_state_dir(path) for path in files):
-        return None
-    try:
-        value = _main_raw(config_dir).get("haproxy", {}).get("state_dir")
-    except (OSError, ValueError, AttributeError):
-        return DEFAULT_STATE_DIR
-    return value if isinstance(value, str) and value.startswith("/") else DEFAULT_STATE_DIR
-
-
-def _may_name_state_dir(path: Path) -> bool:
-    # A bare read, not _read_bytes(): a thousand of these must cost little. Anything
-    # odd (unreadable, not a file, larger than a drop-in is): yes, let the full path say.
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return True
-    try:
-        data = os.read(fd, _QUICK_READ)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return len(data) == _QUICK_READ or _MAY_NAME_STATE_DIR.search(data) is not None
 
 
 def _merged_raw(config_dir: Path) -> RawConfig:

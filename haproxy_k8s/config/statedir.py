@@ -2,12 +2,10 @@
 
 Every `haproxy-k8s status` (and every operator verb) starts here, and at
 1,000 drop-ins importing config/loader.py (model, schema, TOML) was a sixth
-of `status --json`. This is loader.state_dir_hint()'s quick path, to the
-byte: when no drop-in can name `haproxy.state_dir`, the answer is the main
-file's. None otherwise, and the caller asks state_dir_hint(), which then
-parses what it must. tests/test_loader.py holds the two to the same answers
-and the same file rules; loader.py may import these names once it is free to
-change.
+of `status --json`. This is loader.state_dir_hint()'s quick path: when no
+drop-in can name `haproxy.state_dir`, the answer is the main file's. None
+otherwise, and the caller asks state_dir_hint(), which then parses what it
+must. The file rules here (names, suffixes, leftovers) are the loader's.
 """
 
 from __future__ import annotations
@@ -56,7 +54,11 @@ def quick_state_dir(config_dir: Path) -> str | None:
 
 
 def is_ignored(name: str) -> bool:
-    """loader.is_ignored: hidden files, leftovers and other suffixes are never read."""
+    """Whether a file of this name in `conf.d/` is never read.
+
+    True for hidden files, editor and package-manager leftovers and any suffix
+    other than .toml/.json. The watcher uses it to skip events on such files.
+    """
     if name.startswith(".") or not name.endswith(SUFFIXES):
         return True
     return _LEFTOVER_NAME.match(name) is not None

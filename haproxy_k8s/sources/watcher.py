@@ -12,7 +12,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
-from ..config.loader import DROPIN_DIR, MAIN_FILE, is_ignored
+from ..config.statedir import DROPIN_DIR, MAIN_FILE, is_ignored
 
 log = logging.getLogger(__name__)
 
