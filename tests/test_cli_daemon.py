@@ -3,6 +3,7 @@ describe, events, diff, cordon/uncordon, maint --force, a node being removed."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -216,6 +217,60 @@ def test_a_removed_node_shows_draining_with_its_sessions_until_gone(
     events = running.run("events")[1]
     assert event_lines(events, "config", "cluster-0/m2", "removed from the config")
     assert event_lines(events, "config", "cluster-0/m2", "deleted from HAProxy")
+
+
+def history(running: Running, target: str) -> list[tuple[str, str]]:
+    """(kind, message) of each event in `describe`'s history of `target`."""
+    code, text = running.run("describe", target, "-o", "json")
+    assert code == 0, text
+    return [(e["kind"], e["message"]) for e in json.loads(text)["history"]]
+
+
+def test_a_node_gone_leaves_no_history_behind(running: Running,
+                                              listener: socket.socket) -> None:
+    """Adds and removes of ever other nodes keep no history of the nodes gone:
+    each added again describes only its new life; an operator's drain, which
+    outlives the node, still says who set it."""
+    port = listener.getsockname()[1]
+
+    def node_file(name: str) -> str:
+        return f'[clusters.cluster-0.nodes.{name}]\naddress = "{LISTENER_HOST}"\nport = {port}\n'
+
+    def gone(name: str) -> bool:
+        return node(json.loads(running.run("status", "--json")[1]), name) is None
+
+    def present(name: str) -> bool:
+        return not gone(name)
+
+    names = [f"x{i}" for i in range(3)]
+    for name in names:  # removed at runtime: drained, then deleted from HAProxy
+        running.config.write(f"30-{name}.toml", node_file(name))
+        wait_until(functools.partial(present, name), 10.0, message=f"{name} added")
+        assert running.run("drain" if name == "x0" else "ready", f"cluster-0/{name}")[0] == 0
+        running.config.remove(f"30-{name}.toml")
+        wait_until(functools.partial(gone, name), 15.0, message=f"{name} deleted")
+    # Removed by a reload (a structural change with it): never drained out.
+    running.config.write("30-y.toml", node_file("y"))
+    wait_until(functools.partial(present, "y"), 10.0, message="y added")
+    running.config.remove("30-y.toml")
+    running.config.write("40-balance.toml", '[clusters.cluster-0]\nbalance = "roundrobin"\n')
+    wait_until(lambda: gone("y"), 15.0, message="y removed by the reload")
+    for name in [*names, "y"]:
+        running.config.write(f"30-{name}.toml", node_file(name))
+    wait_until(lambda: not any(gone(name) for name in [*names, "y"]), 10.0,
+               message="all added again")
+    for name in [*names, "y"]:
+        kinds = history(running, f"cluster-0/{name}")
+        assert ("config", "removed from the config (draining until its sessions end)") \
+            not in kinds, kinds
+        assert [k for k in kinds if k[0] == "config"] == \
+            [("config", f"added ({LISTENER_HOST}:{port} weight 100)")], kinds
+    _, text = running.run("describe", "cluster-0/x0", "-o", "json")
+    operator = json.loads(text)["operator"]
+    assert operator["state"] == "drain" and operator["set"].startswith("drain by "), operator
+    # `events` still lists what happened to them.
+    events = running.run("events")[1]
+    assert len(event_lines(events, "config", "cluster-0/x1", "deleted from HAProxy")) == 1
 
 
 def test_diff_shows_the_plan_without_applying(short_tmp: Path,

@@ -9,6 +9,7 @@ to pin down, including ones a real HAProxy rarely produces on demand.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 
 import pytest
 
@@ -54,10 +55,12 @@ class FakeRuntime:
                                            "weight": str(weight), "scur": str(sessions)}
 
     # -- AdminApi ------------------------------------------------------------
-    def show_stat(self) -> dict[ServerKey, dict[str, str]]:
-        self._call("show_stat")
-        return {k: {"pxname": k[0], "svname": k[1], "scur": v["scur"]}
-                for k, v in self.servers.items()}
+    def show_server_stats(self, backend: str | None = None,
+                          columns: Collection[str] | None = None
+                          ) -> dict[ServerKey, dict[str, str]]:
+        self._call("show_server_stats")
+        return {k: {c: v[c] for c in columns or v if c in v}
+                for k, v in self.servers.items() if backend in (None, k[0])}
 
     def show_servers_state(self, backend: str | None = None) -> dict[ServerKey, dict[str, str]]:
         self._call("show_servers_state")
@@ -268,12 +271,12 @@ def test_many_removals_cost_one_stat_read_per_tick_and_bounded_deletes(
     beats: list[int] = []
     ops.heartbeat = lambda: beats.append(1)
     ops.apply(changes(config(*nodes, grace_ms=0), config(grace_ms=0)), {})
-    assert sum(1 for call in fake.calls if call[0] == "show_stat") == 0
+    assert sum(1 for call in fake.calls if call[0] == "show_server_stats") == 0
     assert beats, "a long batch calls the heartbeat"
     ops.tick()
     deleted = sum(1 for call in fake.changes() if call[0] == "del_server")
     assert deleted == DELETES_PER_TICK
-    assert sum(1 for call in fake.calls if call[0] == "show_stat") == 1
+    assert sum(1 for call in fake.calls if call[0] == "show_server_stats") == 1
     while ops.pending:
         ops.tick()
     assert sum(1 for call in fake.changes() if call[0] == "del_server") == 500

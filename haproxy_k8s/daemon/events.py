@@ -87,6 +87,28 @@ class EventLog:
     def last(self, obj: str, kind: str) -> Event | None:
         return next((e for e in reversed(self.history(obj)) if e.kind == kind), None)
 
+    def objects(self) -> list[str]:
+        """The nodes that have a history."""
+        with self._lock:
+            return list(self._by_object)
+
+    def forget(self, gone: Iterable[str]) -> None:
+        """Drop the histories of nodes gone from the config and from HAProxy.
+
+        `describe` cannot name them any more, and adds and removes of ever other
+        nodes piled them up: a soak that added and removed a node in each of
+        1,000 clusters left 2,000 histories (0.8 MiB) of nodes long gone. Their
+        events stay in the ring for `events`. An operator's last drain or maint
+        is kept: that state outlives the node (apply/operator.py), and
+        `describe` of the node added again says who set it.
+        """
+        with self._lock:
+            for obj in gone:
+                events = self._by_object.pop(obj, ())
+                last = next((e for e in reversed(events) if e.kind == "operator"), None)
+                if last is not None:
+                    self._by_object[obj] = (last,)
+
 
 def _same(text: str, last: str) -> str:
     return last if text == last else text

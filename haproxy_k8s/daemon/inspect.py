@@ -106,17 +106,41 @@ def record_apply(daemon: Daemon, outcome: ApplyOutcome, reason: str,
         daemon.eventlog.record("config", "config", f"{nodes} nodes in {clusters} "
                                f"cluster{'' if clusters == 1 else 's'}")
         return
-    for obj, message in node_changes(*changed_node_tables(before, applied)):
+    changes = node_changes(*changed_node_tables(before, applied))
+    for obj, message in changes:
         daemon.eventlog.record("config", obj, message)
+    # A runtime change touched only these nodes; a reload replaced every server,
+    # also those still draining out: any history may be of a node gone now.
+    forget_gone(daemon, [obj for obj, _ in changes] if outcome.action == "runtime" else None)
 
 
 def record_deleted(daemon: Daemon, before: set[str]) -> None:
     """Nodes whose deferred removal finished since `before` (backend/server ids)."""
     assert daemon.applier is not None
+    deleted = []
     for server in sorted(before - set(daemon.applier.ops.pending)):
         backend, _, name = server.partition("/")
-        daemon.eventlog.record("config", server_label((backend, name)),
+        deleted.append(server_label((backend, name)))
+        daemon.eventlog.record("config", deleted[-1],
                                "deleted from HAProxy (no sessions left, or its grace ran out)")
+    forget_gone(daemon, deleted)
+
+
+def forget_gone(daemon: Daemon, candidates: list[str] | None = None) -> None:
+    """Drop the histories of nodes neither in the applied config nor draining
+    out of HAProxy (`candidates`: look at these only; None: at every history)."""
+    assert daemon.applier is not None
+    applied = daemon.applier.applied
+    draining = {server_label((backend, name)) for backend, _, name
+                in (server.partition("/") for server in daemon.applier.ops.pending)}
+
+    def gone(obj: str) -> bool:
+        cluster_name, _, node = obj.partition("/")
+        cluster = applied.cluster(cluster_name) if applied is not None else None
+        return obj not in draining and (cluster is None or cluster.node(node) is None)
+
+    names = daemon.eventlog.objects() if candidates is None else candidates
+    daemon.eventlog.forget([name for name in names if gone(name)])
 
 
 # -- maint guard -----------------------------------------------------------------------------
