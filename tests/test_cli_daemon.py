@@ -271,6 +271,7 @@ def test_a_node_gone_leaves_no_history_behind(running: Running,
     # `events` still lists what happened to them.
     events = running.run("events")[1]
     assert len(event_lines(events, "config", "cluster-0/x1", "deleted from HAProxy")) == 1
+    assert " fo_" not in events  # fail-open twins are the node's business, not a line each
 
 
 def test_diff_shows_the_plan_without_applying(short_tmp: Path,
