@@ -13,8 +13,11 @@ import pytest
 from conftest import StandInFactory
 from daemonutil import BALANCER, ConfigDir, DaemonProcess
 from helpers import free_port, http_get, wait_until
+from watchdog.events import FileSystemEvent
 
 from haproxy_k8s.demo.standin import StandIn
+from haproxy_k8s.sources import watcher as watcher_mod
+from haproxy_k8s.sources.watcher import DirWatcher
 
 pytestmark = pytest.mark.usefixtures("haproxy_bin")
 
@@ -88,3 +91,34 @@ def test_directory_swapped_in_by_rename_is_watched(setup: Setup) -> None:
     s.serve_only(s.config.root, s.nodes[0])
     wait_until(lambda: s.daemon.generation() > generation, 10.0, message="a later edit applies")
     wait_until(lambda: s.answers("m1"), 5.0)
+
+
+def test_reads_are_not_events_and_writes_are(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inotify mask leaves reads out: a start (and each `status`) reads every
+    drop-in, and those opens must not even reach the watcher's handler."""
+    seen: list[str] = []
+    handle = watcher_mod._Handler.on_any_event
+
+    def counting(self: watcher_mod._Handler, event: FileSystemEvent) -> None:
+        seen.append(event.event_type)
+        handle(self, event)
+
+    monkeypatch.setattr(watcher_mod._Handler, "on_any_event", counting)
+    conf_d = tmp_path / "conf.d"
+    conf_d.mkdir()
+    dropin = conf_d / "10-a.toml"
+    dropin.write_text("[defaults]\nfall = 3\n")
+    posted: list[tuple[str, bool]] = []
+    watcher = DirWatcher(tmp_path, lambda path, complete: posted.append((path, complete)))
+    watcher.start()
+    try:
+        for _ in range(50):
+            dropin.read_bytes()
+        dropin.write_text("[defaults]\nfall = 4\n")  # the write is the news, and its close
+        wait_until(lambda: (str(dropin), True) in posted, message="the write posted")
+        assert all(path == str(dropin) for path, _ in posted), posted
+        assert len(posted) <= 4, posted  # created/modified/closed: not one per read
+        assert "opened" not in seen and "closed_no_write" not in seen, seen
+    finally:
+        watcher.stop()
