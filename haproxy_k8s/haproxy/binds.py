@@ -18,8 +18,6 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from ..config.model import Bind, Config
 from ..errors import ConfigError
 from .paths import StatePaths, read_pid
@@ -57,8 +55,12 @@ def running_binds(paths: StatePaths) -> set[Bind]:
     a reload that succeeded or by the rollback of one that failed.
     """
     pid = read_pid(paths.haproxy_pid)
+    if pid is None:
+        return set()
+    import psutil  # here, after the pid: a first start has none, and skips the import
+
     try:
-        running = pid is not None and "haproxy" in psutil.Process(pid).name()
+        running = "haproxy" in psutil.Process(pid).name()
     except psutil.Error:
         running = False
     if not running:
@@ -154,6 +156,8 @@ def describe(bind: Bind, err: int) -> str:
 
 def holder(bind: Bind) -> str:
     """Which process listens on `bind` (a wildcard on its port counts), as best we can tell."""
+    import psutil  # only when a bind is taken
+
     try:
         connections = psutil.net_connections(kind="tcp")
     except (psutil.Error, OSError):
@@ -168,6 +172,8 @@ def holder(bind: Bind) -> str:
 
 
 def _process(pid: int | None) -> str:
+    import psutil
+
     if pid is None:
         return "another process (run as root to see which)"
     try:

@@ -22,8 +22,7 @@ import signal
 import time
 from collections.abc import Mapping
 
-import psutil
-
+from .. import proc
 from ..config.model import AdminState, cluster_of_backend, cluster_of_failopen
 from ..errors import ProcessError
 from .master import HaproxyMaster
@@ -43,17 +42,33 @@ def master_socket_arg(paths: StatePaths) -> str:
 def find_orphan(paths: StatePaths) -> int | None:
     """The pid of a HAProxy master started for `paths`, if one runs."""
     want = master_socket_arg(paths)
-    for proc in psutil.process_iter(["name", "cmdline"]):
+    table = proc.processes()
+    if table is None:
+        return _find_orphan_by_psutil(want)
+    cmdlines = {pid: cmdline for pid, _, cmdline, _ in table}
+    for pid, name, cmdline, ppid in table:
+        # Workers carry the master's command line too: the master is the one whose
+        # parent is not such a process.
+        if "haproxy" in name and want in cmdline \
+                and want not in cmdlines.get(ppid or 0, []):
+            return pid
+    return None
+
+
+def _find_orphan_by_psutil(want: str) -> int | None:
+    import psutil  # no /proc: psutil knows where else to look
+
+    for candidate in psutil.process_iter(["name", "cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if "haproxy" not in (proc.info["name"] or "") or want not in (
-                    proc.info["cmdline"] or []):
+            if "haproxy" not in (candidate.info["name"] or "") or want not in (
+                    candidate.info["cmdline"] or []):
                 continue
-            parent = proc.parent()
+            parent = candidate.parent()
             # Workers carry the master's command line too: the master is the one whose
             # parent is not such a process.
             if parent is not None and want in parent.cmdline():
                 continue
-            return int(proc.pid)
+            return int(candidate.pid)
     return None
 
 

@@ -14,8 +14,6 @@ import signal
 import subprocess
 import time
 
-import psutil
-
 from .. import proc
 from ..errors import ProcessError
 from ..haproxy.paths import read_pid
@@ -61,6 +59,8 @@ class KeepalivedProcess:
         return True
 
     def _ours(self, pid: int) -> bool:
+        import psutil  # here: only an adoption asks, and every start imports this module
+
         try:
             cmdline = psutil.Process(pid).cmdline()
         except psutil.Error:
