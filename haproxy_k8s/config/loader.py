@@ -27,7 +27,7 @@ from .schema import KeyPath, build_config, dotted_key
 
 # The file names, suffixes and leftovers read or skipped: one copy, in the
 # module the CLI imports without the config model.
-from .statedir import DROPIN_DIR, MAIN_FILE, is_ignored, quick_state_dir
+from .statedir import DROPIN_DIR, MAIN_FILE, dropins, quick_state_dir
 
 # A drop-in is a few lines; anything this big is a mistake (a log, an image).
 MAX_FILE_BYTES = 1 << 20
@@ -72,21 +72,11 @@ def _sources(config_dir: Path) -> list[tuple[Path, str]]:
 
 def _dropins(dropin_dir: Path) -> list[str]:
     try:
-        entries = list(os.scandir(dropin_dir))
-    except FileNotFoundError:
-        return []  # no drop-ins is fine: everything may be in the main file
+        return sorted(dropins(dropin_dir))
     except NotADirectoryError:
         raise ConfigError("is not a directory", file=DROPIN_DIR) from None
     except OSError as e:
         raise ConfigError(f"cannot list: {e.strerror}", file=DROPIN_DIR) from e
-    return sorted(e.name for e in entries if not is_ignored(e.name) and not _is_dir(e))
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir()  # follows symlinks: a link to a directory is skipped too
-    except OSError:
-        return False  # let the read report it
 
 
 def load_raw(config_dir: Path, with_content: set[str] | None = None,

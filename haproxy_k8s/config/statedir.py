@@ -33,7 +33,7 @@ def quick_state_dir(config_dir: Path) -> str | None:
     """The state dir, when no drop-in may name one (else None: ask the loader)."""
     config_dir = Path(config_dir)
     try:
-        names = _dropins(config_dir / DROPIN_DIR)
+        names = dropins(config_dir / DROPIN_DIR)
     except OSError:
         return None  # not listable: the loader says why
     if not config_dir.is_dir():
@@ -64,7 +64,10 @@ def is_ignored(name: str) -> bool:
     return _LEFTOVER_NAME.match(name) is not None
 
 
-def _dropins(dropin_dir: Path) -> list[str]:
+def dropins(dropin_dir: Path) -> list[str]:
+    """The names of the drop-ins read in `dropin_dir`, unsorted; none when it does
+    not exist (everything may be in the main file). Raises OSError when it
+    cannot be listed."""
     try:
         entries = list(os.scandir(dropin_dir))
     except FileNotFoundError:
@@ -74,9 +77,9 @@ def _dropins(dropin_dir: Path) -> list[str]:
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
     try:
-        return entry.is_dir()
+        return entry.is_dir()  # follows symlinks: a link to a directory is skipped too
     except OSError:
-        return False
+        return False  # let the read report it
 
 
 def _may_name_state_dir(path: str) -> bool:
