@@ -28,15 +28,35 @@ def _state(pid: int) -> str | None:
     if pid <= 0:
         return None
     try:
+        stat = _stat(pid)
+    except OSError:
+        return _state_by_psutil(pid)  # no /proc to read: let psutil find out
+    return stat[1][0].decode() if stat is not None and stat[1] else None
+
+
+def name(pid: int) -> str | None:
+    """The process's name (its `comm`, as psutil's name() on Linux); None when
+    there is no such process or /proc cannot tell."""
+    try:
+        stat = _stat(pid) if pid > 0 else None
+    except OSError:
+        return None
+    return stat[0] if stat is not None else None
+
+
+def _stat(pid: int) -> tuple[str, list[bytes]] | None:
+    """/proc/<pid>/stat: the name, and the fields after it (state, ppid, …); None
+    when there is no such process. OSError: /proc cannot be read."""
+    try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return None
-    except OSError:
-        return _state_by_psutil(pid)  # no /proc to read: let psutil find out
-    # `pid (name) S …`: the name may hold ") ", the state follows the last one.
-    end = data.rfind(b")")
-    return data[end + 2:end + 3].decode() if end >= 0 else None
+    # `pid (name) S ppid …`: the name may hold ") ", the fields follow the last one.
+    start, end = data.find(b"("), data.rfind(b")")
+    if start < 0 or end < start:
+        return None
+    return data[start + 1:end].decode(errors="replace"), data[end + 2:].split()
 
 
 def _state_by_psutil(pid: int) -> str | None:
@@ -64,13 +84,10 @@ def processes() -> list[tuple[int, str, list[str], int | None]] | None:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmdline = [arg.decode(errors="replace") for arg in f.read().split(b"\0")[:-1]]
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
+            stat = _stat(pid)
         except OSError:
             continue
-        # `pid (name) S ppid …`: the name may hold ") ", the fields follow the last one.
-        start, end = stat.find(b"("), stat.rfind(b")")
-        fields = stat[end + 2:].split()
-        ppid = int(fields[1]) if len(fields) > 1 else None
-        found.append((pid, stat[start + 1:end].decode(errors="replace"), cmdline, ppid))
+        if stat is not None:
+            ppid = int(stat[1][1]) if len(stat[1]) > 1 else None
+            found.append((pid, stat[0], cmdline, ppid))
     return found

@@ -23,6 +23,8 @@ def test_processes_match_psutil_for_a_child_with_spaces_and_parens_in_its_name()
             name, cmdline, ppid = table[pid]
             assert (name, cmdline, ppid) == (expected.name()[:15], expected.cmdline(),
                                              expected.ppid())
+            assert proc.name(pid) == name
         assert table[child.pid][2] == os.getpid()
+        assert proc.name(2 ** 22 + 1) is None  # above pid_max: no such process
     finally:
         child.communicate(b"")

@@ -18,8 +18,10 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import proc
 from ..config.model import Bind, Config
 from ..errors import ConfigError
+from .master import is_haproxy
 from .paths import StatePaths, read_pid
 
 log = logging.getLogger(__name__)
@@ -55,15 +57,7 @@ def running_binds(paths: StatePaths) -> set[Bind]:
     a reload that succeeded or by the rollback of one that failed.
     """
     pid = read_pid(paths.haproxy_pid)
-    if pid is None:
-        return set()
-    import psutil  # here, after the pid: a first start has none, and skips the import
-
-    try:
-        running = "haproxy" in psutil.Process(pid).name()
-    except psutil.Error:
-        running = False
-    if not running:
+    if pid is None or not is_haproxy(pid):
         return set()
     try:
         return parse_binds(paths.config.read_text())
@@ -172,12 +166,8 @@ def holder(bind: Bind) -> str:
 
 
 def _process(pid: int | None) -> str:
-    import psutil
-
     if pid is None:
         return "another process (run as root to see which)"
-    try:
-        return f"pid {pid} ({psutil.Process(pid).name()})"
-    except psutil.Error:
-        return f"pid {pid}"
+    name = proc.name(pid)
+    return f"pid {pid} ({name})" if name is not None else f"pid {pid}"
 

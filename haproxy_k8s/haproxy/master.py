@@ -227,7 +227,7 @@ class HaproxyMaster:
     def adopt(self) -> ProcTable | None:
         """Adopt a master that is already running for this state dir, if any."""
         pid = read_pid(self.paths.haproxy_pid)
-        if pid is None or not _is_haproxy(pid):
+        if pid is None or not is_haproxy(pid):
             return None
         table = self.try_proc_table()
         if table is None or table.master.pid != pid:
@@ -327,10 +327,6 @@ class HaproxyMaster:
         return table
 
 
-def _is_haproxy(pid: int) -> bool:
-    import psutil  # here: `status` without a daemon imports this module
-
-    try:
-        return "haproxy" in psutil.Process(pid).name()
-    except psutil.Error:
-        return False
+def is_haproxy(pid: int) -> bool:
+    """Whether `pid` (from a pid file) is a HAProxy, not a pid reused since."""
+    return "haproxy" in (proc.name(pid) or "")

@@ -14,7 +14,6 @@ HAProxy takes for a new listener and binds afresh.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -42,9 +41,8 @@ def master_socket_arg(paths: StatePaths) -> str:
 def find_orphan(paths: StatePaths) -> int | None:
     """The pid of a HAProxy master started for `paths`, if one runs."""
     want = master_socket_arg(paths)
-    table = proc.processes()
-    if table is None:
-        return _find_orphan_by_psutil(want)
+    # Without /proc (psutil reads it too, on Linux) no master can be found.
+    table = proc.processes() or []
     cmdlines = {pid: cmdline for pid, _, cmdline, _ in table}
     for pid, name, cmdline, ppid in table:
         # Workers carry the master's command line too: the master is the one whose
@@ -52,23 +50,6 @@ def find_orphan(paths: StatePaths) -> int | None:
         if "haproxy" in name and want in cmdline \
                 and want not in cmdlines.get(ppid or 0, []):
             return pid
-    return None
-
-
-def _find_orphan_by_psutil(want: str) -> int | None:
-    import psutil  # no /proc: psutil knows where else to look
-
-    for candidate in psutil.process_iter(["name", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if "haproxy" not in (candidate.info["name"] or "") or want not in (
-                    candidate.info["cmdline"] or []):
-                continue
-            parent = candidate.parent()
-            # Workers carry the master's command line too: the master is the one whose
-            # parent is not such a process.
-            if parent is not None and want in parent.cmdline():
-                continue
-            return int(candidate.pid)
     return None
 
 
