@@ -16,8 +16,7 @@ from typing import Any
 
 from haproxy_k8s.cli.status import collect
 from haproxy_k8s.errors import RuntimeApiError
-from haproxy_k8s.haproxy.master import read_pid
-from haproxy_k8s.haproxy.paths import StatePaths
+from haproxy_k8s.haproxy.paths import StatePaths, read_pid
 from haproxy_k8s.haproxy.replies import ProcTable, parse_show_proc, parse_show_stat
 from haproxy_k8s.haproxy.sockets import AdminSocket, MasterSocket
 from testkit.configdir import ConfigDir

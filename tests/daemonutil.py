@@ -10,7 +10,7 @@ from typing import Any
 from helpers import wait_until
 
 import testkit.configdir
-from haproxy_k8s.haproxy.master import read_pid
+from haproxy_k8s.haproxy.paths import read_pid
 from testkit.ports import BALANCER as BALANCER
 from testkit.procs import child_env as child_env
 from testkit.procs import kill_tree as kill_tree

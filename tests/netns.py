@@ -25,7 +25,7 @@ import psutil
 from daemonutil import ConfigDir, child_env, kill_tree
 from helpers import wait_until
 
-from haproxy_k8s.haproxy.master import read_pid
+from haproxy_k8s.haproxy.paths import read_pid
 
 NET = "10.231.0"
 VIP = f"{NET}.1"

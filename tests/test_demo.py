@@ -21,7 +21,7 @@ from daemonutil import BALANCER, child_env, cli, kill_tree
 from helpers import free_port, https_get, wait_until
 
 from haproxy_k8s.demo.layout import PORTS_ENV, SPARE, DemoPorts, add_node_dropin
-from haproxy_k8s.haproxy.master import read_pid
+from haproxy_k8s.haproxy.paths import read_pid
 
 pytestmark = [pytest.mark.usefixtures("haproxy_bin"), pytest.mark.slow]
 

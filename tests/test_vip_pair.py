@@ -20,7 +20,7 @@ from daemonutil import child_env
 from helpers import require_tool, wait_until
 from netns import NODES, Lab, ip
 
-from haproxy_k8s.haproxy.master import read_pid
+from haproxy_k8s.haproxy.paths import read_pid
 from haproxy_k8s.vip.wedge import ENV as WEDGE_ENV
 from haproxy_k8s.vip.wedge import SIGNAL as WEDGE_SIGNAL
 

@@ -24,8 +24,7 @@ from typing import BinaryIO
 from .. import proc
 from ..errors import ProcessError, RuntimeApiError
 from ..fileio import write_atomic
-from .paths import StatePaths
-from .paths import read_pid as read_pid  # its home before paths.py
+from .paths import StatePaths, read_pid
 from .replies import ProcTable, reload_verdict
 from .runtime import MasterClient
 
@@ -128,9 +127,9 @@ OUTPUT_MAX_BYTES = 4 << 20
 
 
 _ALERT_PREFIX = re.compile(r"^.*?\[ALERT\]\s*(?:\(\d+\)\s*)?:\s*")
-# HAProxy's closing words after the alert that says what is wrong.
 # HAProxy's news of one server's state or check, also told by the daemon's events.
 _SERVER_NEWS = re.compile(r"\)\s*:\s*(?:Server|Health check for (?:backup )?server) \S+/\S+ ")
+# HAProxy's closing words after the alert that says what is wrong.
 _GENERIC = ("Some protocols failed to start their listeners", "Fatal errors found",
             "Error(s) found in configuration file")
 
