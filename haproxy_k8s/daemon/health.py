@@ -319,7 +319,6 @@ class HealthPoller:
             del self._states[key]
         return bool(changed)
 
-
     def _tell(self, key: ServerKey, before: str | None, row: StatRow, after: str) -> None:
         if self.on_transition is not None:
             self.on_transition(key, before, row)

@@ -28,6 +28,7 @@ CLUSTER_TEMPLATE = "cluster.cfg.j2"
 SETTINGS_TEMPLATE = "settings.cfg.j2"
 
 T = TypeVar("T")
+PER_SETTINGS_KEPT = 1024  # settings objects a per_settings cache holds at most
 
 
 def per_settings(make: Callable[[ClusterSettings], T]) -> Callable[[ClusterSettings], T]:
@@ -51,9 +52,6 @@ def per_settings(make: Callable[[ClusterSettings], T]) -> Callable[[ClusterSetti
         return value
 
     return cached
-
-
-PER_SETTINGS_KEPT = 1024
 
 
 def _template_dir() -> Path:
@@ -90,7 +88,7 @@ def server_params(settings: ClusterSettings, node: Node) -> str:
 
 
 @per_settings
-def _server_settings_params(settings: ClusterSettings) -> tuple[str, list[str]]:
+def _server_settings_params(settings: ClusterSettings) -> tuple[str, tuple[str, ...]]:
     """A server line's parameters that depend on the settings alone: before and
     after its weight."""
     checks = " ".join([
@@ -113,7 +111,7 @@ def _server_settings_params(settings: ClusterSettings) -> tuple[str, list[str]]:
         params.append(f"observe layer4 error-limit {settings.error_limit} on-error mark-down")
     if settings.check.uses_tls:
         params.extend(_tls_check_params(settings))
-    return checks, params
+    return checks, tuple(params)  # kept and shared: not a list anyone could change
 
 
 def failopen_server_params(node: Node) -> str:
