@@ -29,10 +29,11 @@ from ..config.statedir import DROPIN_DIR, MAIN_FILE, is_ignored
 log = logging.getLogger(__name__)
 
 
-# Every event but opened and closed-without-writing: the inotify mask then leaves
-# reads out in the kernel. A start reads 1,000 drop-ins (and each `status` looks
-# into them for the state dir): 2,000 events, each made and dropped in Python
-# on watchdog's threads, had tripled the time of the start's load.
+# Every event but opened and closed-without-writing: reads (our own too) change
+# nothing, and the inotify mask then leaves them out in the kernel. A start
+# reads 1,000 drop-ins (and each `status` looks into them for the state dir):
+# 2,000 events, each made and dropped in Python on watchdog's threads, had
+# tripled the time of the start's load.
 WRITES: list[type[FileSystemEvent]] = [
     FileCreatedEvent, DirCreatedEvent, FileModifiedEvent, DirModifiedEvent,
     FileMovedEvent, DirMovedEvent, FileDeletedEvent, DirDeletedEvent, FileClosedEvent]
@@ -56,8 +57,6 @@ class _Handler(FileSystemEventHandler):
         return path in (self._main, self._dropins) or path.startswith(self._dropins + os.sep)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return  # reads (including our own) change nothing (WRITES keeps them out)
         if os.fsdecode(event.src_path) == self._root and event.event_type in ("deleted",
                                                                                "moved"):
             self._lost.set()  # this watch is dead; a restored dir may reuse the inode
