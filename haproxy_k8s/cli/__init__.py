@@ -128,9 +128,9 @@ def _state_paths(args: argparse.Namespace) -> StatePaths:
     # The config model only when some drop-in may move the state dir.
     state_dir = quick_state_dir(config_dir)
     if state_dir is None:
-        from ..config.loader import state_dir_hint
+        from ..config.loader import state_dir_from_loading
 
-        state_dir = state_dir_hint(config_dir)
+        state_dir = state_dir_from_loading(config_dir)
     return state_paths(Path(state_dir), config_dir)
 
 

@@ -310,8 +310,11 @@ def state_dir_hint(config_dir: Path) -> str:
     main file alone, else the default.
     """
     quick = quick_state_dir(Path(config_dir))
-    if quick is not None:
-        return quick
+    return quick if quick is not None else state_dir_from_loading(config_dir)
+
+
+def state_dir_from_loading(config_dir: Path) -> str:
+    """state_dir_hint() once its quick look said some drop-in may name the state dir."""
     try:
         return load_config(config_dir).haproxy.state_dir
     except ConfigError:

@@ -4,8 +4,8 @@ Every `haproxy-k8s status` (and every operator verb) starts here, and at
 1,000 drop-ins importing config/loader.py (model, schema, TOML) was a sixth
 of `status --json`. This is loader.state_dir_hint()'s quick path: when no
 drop-in can name `haproxy.state_dir`, the answer is the main file's. None
-otherwise, and the caller asks state_dir_hint(), which then parses what it
-must. The file rules here (names, suffixes, leftovers) are the loader's.
+otherwise, and the caller asks loader.state_dir_from_loading(), which parses
+what it must. The file rules here (names, suffixes, leftovers) are the loader's.
 """
 
 from __future__ import annotations
