@@ -2,10 +2,10 @@
 
 prometheus_client (with http.server, 25 ms of imports) is imported only when
 the registry is first needed (haproxy_k8s.daemon.promserver), off the start's
-path to READY. The daemon's main loop publishes an immutable snapshot after every round; a
-custom collector in a registry of our own renders whatever snapshot is the
-latest when a scrape comes in. No global, mutable metric objects: the only
-shared state is one lock-protected reference.
+path to READY. The daemon's main loop publishes an immutable snapshot after
+every round; a custom collector in a registry of our own renders whatever
+snapshot is the latest when a scrape comes in. No global, mutable metric
+objects: the only shared state is one lock-protected reference.
 """
 
 from __future__ import annotations
