@@ -168,10 +168,8 @@ class Ours(System):
         """status.json names this daemon and a running HAProxy. From the head of the
         file, as applies() reads it: a parse of the whole megabyte at 1,000 clusters
         was charged to the start it measures."""
-        try:
-            with open(self.paths.status, "rb") as f:
-                head = f.read(1 << 16)
-        except OSError:
+        head = self._status_head()
+        if head is None:
             return False
         found = _PIDS.search(head)
         if found is None:  # an unexpected layout: read it all
@@ -188,15 +186,21 @@ class Ours(System):
         while a change applies, and parsing the whole document (1 MB at 1,000
         clusters) on the same two cores slowed the daemon it measures. "daemon" is
         the document's first key, so its first "applies" is the daemon's."""
-        try:
-            with open(self.paths.status, "rb") as f:
-                head = f.read(1 << 16)
-        except OSError:
+        head = self._status_head()
+        if head is None:
             return 0
         found = _APPLIES.search(head)
         if found is None:  # not written yet, or an unexpected layout: read it all
             return int(self.status_file().get("daemon", {}).get("applies", 0))
         return int(found.group(1))
+
+    def _status_head(self) -> bytes | None:
+        """The first 64 KiB of status.json (the daemon's part); None before it exists."""
+        try:
+            with open(self.paths.status, "rb") as f:
+                return f.read(1 << 16)
+        except OSError:
+            return None
 
     def applied_since(self, token: Any) -> bool:
         return self.applies() > int(token)
