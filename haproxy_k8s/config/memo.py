@@ -9,10 +9,17 @@ and new config (apply/plan.py) an identity check per cluster.
 Only successes are remembered, and only those of the latest load, so an
 invalid table is always re-validated (its error names file and key) and the
 memo never outgrows the config.
+
+Settings equal to the last load's are that load's very object: [defaults]
+is parsed anew on every load, and a cluster rebuilt for a node edit would
+otherwise carry a copy of it. The renderer keeps option texts per settings
+object (haproxy/render.py), so copies cost a render each and, soaked over
+thousands of edits, memory.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,6 +34,16 @@ class ClusterMemo:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._previous: dict[MemoKey, Cluster] = {}
+        self._defaults: ClusterSettings | None = None
+
+    def same_defaults(self, defaults: ClusterSettings) -> ClusterSettings:
+        """The last load's [defaults] object when `defaults` equals it, else `defaults`."""
+        with self._lock:
+            last = self._defaults
+            if last is not None and last == defaults:
+                return last
+            self._defaults = defaults
+            return defaults
 
     def build_all(self, tables: list[tuple[str, Mapping[str, Any]]],
                   defaults: ClusterSettings,
@@ -39,6 +56,7 @@ class ClusterMemo:
         with self._lock:
             previous = self._previous
         by_table: dict[TableKey, Cluster] | None = None
+        by_name: dict[str, Cluster] = {}
         fresh: dict[MemoKey, Cluster] = {}
         clusters = []
         for i, (name, data) in enumerate(tables):
@@ -48,13 +66,26 @@ class ClusterMemo:
             if cluster is None:
                 if by_table is None:  # made once, on the first miss
                     by_table = {(n, r): c for (n, r, _), c in previous.items()}
+                    by_name = {n: c for (n, _), c in by_table.items()}
                 same_table = by_table.get(key[:2])
                 cluster = build(i) if same_table is None else rebase(i, same_table)
+                cluster = _settings_of(cluster, by_name.get(name), defaults)
             fresh[key] = cluster
             clusters.append(cluster)
         with self._lock:
             self._previous = fresh
         return tuple(clusters)
+
+
+def _settings_of(cluster: Cluster, old: Cluster | None,
+                 defaults: ClusterSettings) -> Cluster:
+    """`cluster` (just built), with its previous version's settings object when
+    they are equal. Only a cluster with keys of its own has a copy to replace:
+    the others share `defaults`."""
+    if old is None or cluster.settings is defaults or old.settings is cluster.settings \
+            or old.settings != cluster.settings:
+        return cluster
+    return dataclasses.replace(cluster, settings=old.settings)
 
 
 CLUSTERS = ClusterMemo()

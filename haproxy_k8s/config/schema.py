@@ -229,7 +229,7 @@ def build_config(raw: Mapping[str, Any], provenance: Provenance) -> Config:
     """Validate the merged raw config into a `Config`; raise `ConfigError` otherwise."""
     root = _Section(raw, (), provenance)
     root.check_keys("")
-    defaults = _defaults(root.table("defaults"))
+    defaults = CLUSTERS.same_defaults(_defaults(root.table("defaults")))
     config = Config(
         haproxy=_haproxy(root.table("haproxy")),
         defaults=defaults,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -28,27 +29,27 @@ CLUSTER_TEMPLATE = "cluster.cfg.j2"
 SETTINGS_TEMPLATE = "settings.cfg.j2"
 
 T = TypeVar("T")
-PER_SETTINGS_KEPT = 1024  # settings objects a per_settings cache holds at most
 
 
 def per_settings(make: Callable[[ClusterSettings], T]) -> Callable[[ClusterSettings], T]:
-    """`make(settings)`, kept per settings object.
+    """`make(settings)`, kept while the settings object lives.
 
     Clusters that inherit the same [defaults] share one settings object
     (config/schema.py): 1,000 clusters ask with one or a few. By identity, as
-    hashing 40 fields per node would cost what the cache saves; the object
-    is held with its value, so its id cannot be reused meanwhile.
+    hashing 40 fields per node would cost what the cache saves. A weak
+    reference ties the entry to its object: it goes when the object goes (no
+    later object can have its id meanwhile), so a soak of edits leaves no
+    texts of configs long gone behind.
     """
-    kept: dict[int, tuple[ClusterSettings, T]] = {}
+    kept: dict[int, tuple[weakref.ref[ClusterSettings], T]] = {}
 
     def cached(settings: ClusterSettings) -> T:
         hit = kept.get(id(settings))
-        if hit is not None and hit[0] is settings:
+        if hit is not None and hit[0]() is settings:
             return hit[1]
-        if len(kept) >= PER_SETTINGS_KEPT:
-            kept.clear()  # settings of configs long gone
         value = make(settings)
-        kept[id(settings)] = (settings, value)
+        key = id(settings)
+        kept[key] = (weakref.ref(settings, lambda _ref: kept.pop(key, None)), value)
         return value
 
     return cached
