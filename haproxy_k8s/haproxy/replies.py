@@ -181,23 +181,29 @@ def filter_servers_state(text: str, keep: set[tuple[str, str, str, str]]) -> str
     server starts from its configured state instead.
     """
     out: list[str] = []
-    header: list[str] = []
+    columns: list[int] | None = None  # where be_name, srv_name, srv_addr, srv_port are
     for line in text.splitlines():
         if not line.strip():
             continue
         if line.startswith("#"):
-            header = line[1:].split()
+            columns = _ident_columns(line[1:].split())
             out.append(line)
             continue
-        if not header:
+        if columns is None:
             out.append(line)  # the format-version line
             continue
-        row = dict(zip(header, line.split(), strict=False))
-        ident = (row.get("be_name", ""), row.get("srv_name", ""),
-                 row.get("srv_addr", ""), row.get("srv_port", ""))
+        words = line.split()
+        # Indexed, not a dict per row: 6,000 rows are dumped before every reload.
+        ident = tuple(words[i] if 0 <= i < len(words) else "" for i in columns)
         if ident in keep:
             out.append(line)
     return "\n".join(out) + "\n"
+
+
+def _ident_columns(header: list[str]) -> list[int]:
+    """The positions of a server's identity in a state-file header (-1: absent)."""
+    names = ("be_name", "srv_name", "srv_addr", "srv_port")
+    return [header.index(n) if n in header else -1 for n in names]
 
 
 # -- reload verdicts: True worked, False failed, None not settled yet --------
