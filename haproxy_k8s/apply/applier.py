@@ -22,7 +22,7 @@ from ..errors import (
     RuntimeApiError,
     StateDirError,
 )
-from ..fileio import publish, write_atomic
+from ..fileio import keep_copy, publish, write_atomic
 from ..haproxy import render as render_mod
 from ..haproxy.binds import check_new_binds, running_binds
 from ..haproxy.check import check_config
@@ -112,7 +112,7 @@ class Applier:
     def start_from_published(self) -> None:
         """Serve the last published config (used when the drop-ins are broken at start)."""
         self.master.start()
-        write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
+        keep_copy(self.paths.config, self.paths.last_good)
 
     # -- pipeline ----------------------------------------------------------
     def _apply(self, config: Config) -> ApplyOutcome:
@@ -246,8 +246,11 @@ class Applier:
         the loop's candidate may be under validation at the same time). A
         runtime change leaves the stats userlist and the SNI maps as they are,
         so the live ones are read with it."""
-        text = render_mod.render(config, self.paths, promex=self.promex)
-        write_atomic(self.paths.deferred, text, mode=0o640)
+        # Streamed to the file: this runs after every runtime change, and a
+        # whole 2 MB text (and its bytes) was most of the daemon's RSS swings.
+        write_atomic(self.paths.deferred,
+                     render_mod.render_pieces(config, self.paths, promex=self.promex),
+                     mode=0o640)
         try:
             check_config(self.binary, self.paths.deferred, also=[self.paths.stats_auth])
         except HaproxyK8sError:
@@ -284,7 +287,7 @@ class Applier:
             hook()
 
     def _keep_good(self) -> None:
-        write_atomic(self.paths.last_good, self.paths.config.read_bytes(), mode=0o640)
+        keep_copy(self.paths.config, self.paths.last_good)
         self.auth.keep_good()
 
     def _start(self, config: Config) -> ApplyOutcome:

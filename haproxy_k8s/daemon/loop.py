@@ -32,7 +32,7 @@ from ..sources.discovery import DiscoverySources
 from ..sources.files import FileSource
 from ..sources.secretfiles import SecretFiles, secret_files
 from ..vip.manager import VipManager
-from . import inspect, reexec, requests, supervise
+from . import inspect, malloc, reexec, requests, supervise
 from .ahead import Ahead
 from .control import READ_ONLY_OPS, ControlServer, Request
 from .debounce import Debouncer
@@ -323,8 +323,10 @@ class Daemon:
         """The validation worker ended: publish its file, or start on a newer one."""
         assert self.applier is not None
         self._pending_error(self.applier.collect_pending())
-        if self.retry_at is None:  # a full disk is retried with backoff, not at once
-            self.applier.start_pending(lambda: self.post("publish"))
+        # A full disk is retried with backoff, not at once. When no newer file
+        # waits, give back what the render and `haproxy -c` of 2 MB left free.
+        if self.retry_at is None and not self.applier.start_pending(lambda: self.post("publish")):
+            malloc.trim()
 
     def _pending_error(self, error: HaproxyK8sError | None) -> None:
         if error is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -215,6 +215,15 @@ def render(config: Config, paths: StatePaths | None = None,
 
     `promex` says whether this HAProxy has the Prometheus exporter (`haproxy -vv`).
     """
+    return "".join(render_pieces(config, paths, drop_privileges=drop_privileges,
+                                 promex=promex))
+
+
+def render_pieces(config: Config, paths: StatePaths | None = None,
+                  *, drop_privileges: bool | None = None, promex: bool = True
+                  ) -> Iterator[str]:
+    """render()'s text in pieces, as the template makes them: written to a file
+    as they come, a 2 MB config (1,000 clusters) is never whole in memory."""
     paths = paths or StatePaths(Path(config.haproxy.state_dir))
     if drop_privileges is None:
         drop_privileges = drops_privileges(config)
@@ -223,7 +232,7 @@ def render(config: Config, paths: StatePaths | None = None,
         shared = sni.shared_frontends(config, paths)
         binds = {fe.bind: fe for fe in shared}
         blocks = _ClusterBlocks(_environment().get_template(CLUSTER_TEMPLATE), binds)
-        text = template.render(
+        yield from template.generate(
             shared=shared,
             cluster_block=blocks.render,
             config=config,
@@ -233,6 +242,5 @@ def render(config: Config, paths: StatePaths | None = None,
             stats_userlist=USERLIST,
         )
         blocks.done()
-        return text
     except jinja2.TemplateError as e:
         raise RenderError(f"cannot render {TEMPLATE}: {e}") from e
