@@ -553,3 +553,24 @@ def test_shutdown_sessions_needs_error_limit_zero(tmp_path: Path) -> None:
     (conf_d / "20.toml").write_text("[defaults]\nerror_limit = 0\n")
     settings = load_config(tmp_path).clusters[0].settings
     assert settings.shutdown_sessions_on_down and settings.error_limit == 0
+
+
+def test_equal_settings_are_the_last_loads_object() -> None:
+    """[defaults] is parsed anew on every load; a cluster rebuilt for a node edit
+    keeps the object of the last load, with or without settings of its own
+    (the renderer keeps option texts per settings object)."""
+    two = {"clusters": {"c1": {"bind": "192.168.8.1:6444", "fall": 5,
+                               "nodes": {"m1": {"address": "192.168.8.20"}}}},
+           "defaults": {"rise": 3}}
+    first = build(two)
+    edited = overlay({"clusters": {"c0": {"nodes": {"m2": {"address": "192.168.8.11"}}},
+                                   "c1": {"nodes": {"m2": {"address": "192.168.8.21"}}}}},
+                     overlay(two))
+    second = build_config(edited, provenance(edited))
+    pairs = zip(second.clusters, first.clusters, strict=True)
+    assert [c.nodes != o.nodes for c, o in pairs] == [True, True]
+    assert second.defaults is first.defaults
+    assert second.clusters[0].settings is first.clusters[0].settings is first.defaults
+    assert second.clusters[1].settings is first.clusters[1].settings
+    changed = build(overlay({"defaults": {"rise": 4}}, overlay(two)))
+    assert changed.defaults.rise == 4 and changed.clusters[1].settings.rise == 4

@@ -6,6 +6,7 @@ Only the daemon's main loop calls into an Applier, one apply at a time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -34,6 +35,7 @@ from ..haproxy.runtime import RuntimeClient
 from ..haproxy.secrets import AuthFile, metrics_password, render_auth
 from ..haproxy.sni import map_files, maps_current, write_maps
 from . import operator as opstate
+from .beside import Beside
 from .candidate import validate_candidate
 from .deferred import PendingPublish
 from .hostnames import sync_maps
@@ -145,16 +147,20 @@ class Applier:
             self.applied = config
             return ApplyOutcome(ApplyAction.NOOP, reason="no change")
         self._while_checking()
+        plan = fast or make_plan(self.applied, config)
+        state = self._state_beside(config, plan, auth_changed)
         try:
             validate_candidate(text, auth, self.paths, self.binary, maps)
             # Before HAProxy tries a new bind: its failure would pause every listener.
             check_new_binds(config, running_binds(self.paths))
         except HaproxyK8sError:
             self._restore_maps()  # written for the candidate; HAProxy runs the old ones
+            if state is not None:
+                with contextlib.suppress(Exception):  # a dump for a reload that won't come
+                    state.result()
             raise
         if not self.master.alive():
             return self._start(config)
-        plan = fast or make_plan(self.applied, config)
         if plan.kind is PlanKind.NOOP and not auth_changed:
             # HAProxy runs this already (a runtime change whose file was not
             # yet published): only the file catches up.
@@ -168,7 +174,7 @@ class Applier:
             except RuntimeApiError as e:
                 log.warning("runtime change failed, reloading instead: %s", e)
                 plan = dataclasses.replace(plan, reason=f"runtime change failed: {e}")
-        outcome = self._reload(config)
+        outcome = self._reload(config, state)
         why = plan.reason if plan.kind is PlanKind.RELOAD else "stats password changed"
         outcome.reason = f"{why}; {outcome.reason}" if outcome.reason else why
         return outcome
@@ -298,8 +304,11 @@ class Applier:
         self.reapply_admin_states()
         return ApplyOutcome(ApplyAction.START, reason="HAProxy was not running")
 
-    def _reload(self, config: Config) -> ApplyOutcome:
-        self._save_server_state(config)
+    def _reload(self, config: Config, state: Beside[None] | None = None) -> ApplyOutcome:
+        if state is not None:
+            state.result()
+        else:
+            self._save_server_state(config)
         self._publish()
         try:
             result = self.master.reload()
@@ -369,6 +378,17 @@ class Applier:
             self.admin.set_state(server, state)
         opstate.set_state(self.paths.operator_state, target, state)
         self._operator_cache = opstate.load(self.paths.operator_state)
+
+    def _state_beside(self, config: Config, plan: Plan, auth_changed: bool
+                      ) -> Beside[None] | None:
+        """When a reload will follow a passing `haproxy -c`, dump the servers'
+        state on a thread meanwhile (20 ms at 1,000 clusters, the check 130 ms).
+        The new worker reads it at its start, so it is 130 ms older than when
+        dumped after the check: the re-exec it waits for takes 250 ms anyway."""
+        if not config.haproxy.server_state or not self.master.alive() \
+                or (plan.kind is not PlanKind.RELOAD and not auth_changed):
+            return None
+        return Beside(lambda: self._save_server_state(config), "haproxy-k8s-state")
 
     def _save_server_state(self, config: Config) -> None:
         """Dump health/admin state for the reload, minus servers whose address moved."""
