@@ -211,9 +211,10 @@ def _read_bytes(path: Path, rel: str) -> bytes:
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", file=rel) from e
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise ConfigError("not a regular file", file=rel)
-        data = _read_fd(fd, MAX_FILE_BYTES + 1)
+        data = _read_fd(fd, MAX_FILE_BYTES + 1, st.st_size)
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", file=rel) from e
     finally:
@@ -223,13 +224,23 @@ def _read_bytes(path: Path, rel: str) -> bytes:
     return data
 
 
-def _read_fd(fd: int, limit: int) -> bytes:
-    """Up to `limit` bytes: plain reads, no file object (1,000 of them at a start)."""
-    chunks = []
-    while limit > 0:
+def _read_fd(fd: int, limit: int, size: int) -> bytes:
+    """Up to `limit` bytes of a regular file `size` bytes long (fstat): plain
+    reads, no file object (1,000 of them at a start).
+
+    The first read asks for size + 1: a buffer of `limit` (1 MiB) for each
+    read was most of the time it took, and a read that returns all `size`
+    bytes and no more has met the end (a file that grew since is read as it
+    was). Anything shorter is read on until the end.
+    """
+    want = min(limit, size + 1)
+    chunk = os.read(fd, want)
+    if size <= len(chunk) < want:
+        return chunk
+    chunks = [chunk]
+    limit -= len(chunk)
+    while limit > 0 and chunk:
         chunk = os.read(fd, limit)
-        if not chunk:
-            break
         chunks.append(chunk)
         limit -= len(chunk)
     return b"".join(chunks)
@@ -277,18 +288,19 @@ def _json_constant(name: str) -> Any:
 
 
 def _depth(value: Any) -> int:
-    """Nesting depth of dicts and lists, iteratively (the input may be hostile)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if depth > _MAX_DEPTH:
-            break
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
+    """Nesting depth of dicts and lists, a level at a time (the input may be
+    hostile: it stops past _MAX_DEPTH). Only containers are queued; scalars,
+    most of a drop-in, count for their level without being visited."""
+    deepest, depth, level = 0, 0, [value]
+    while level and depth <= _MAX_DEPTH:
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else \
+                item if isinstance(item, list) else ()
+            if children:
+                deepest = depth + 1
+                below.extend([c for c in children if isinstance(c, (dict, list))])
+        level, depth = below, depth + 1
     return deepest
 
 
