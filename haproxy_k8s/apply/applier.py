@@ -74,6 +74,13 @@ class ApplyOutcome:
         return self.error is None
 
 
+def _unneeded(state: Beside[None] | None) -> None:
+    """Wait for a state dump made for a reload that will not come, whatever it did."""
+    if state is not None:
+        with contextlib.suppress(Exception):
+            state.result()
+
+
 class Applier:
     def __init__(self, config: Config, *, promex: bool = True) -> None:
         self.paths = StatePaths(Path(config.haproxy.state_dir))
@@ -155,11 +162,10 @@ class Applier:
             check_new_binds(config, running_binds(self.paths))
         except HaproxyK8sError:
             self._restore_maps()  # written for the candidate; HAProxy runs the old ones
-            if state is not None:
-                with contextlib.suppress(Exception):  # a dump for a reload that won't come
-                    state.result()
+            _unneeded(state)
             raise
         if not self.master.alive():
+            _unneeded(state)
             return self._start(config)
         if plan.kind is PlanKind.NOOP and not auth_changed:
             # HAProxy runs this already (a runtime change whose file was not
