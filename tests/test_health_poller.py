@@ -106,6 +106,30 @@ def test_poller_follows_real_haproxy_and_logs_each_transition_once(
     assert changes.acquire(timeout=0)  # the daemon was woken for the transitions
 
 
+@pytest.mark.usefixtures("haproxy_bin")
+def test_a_full_read_asked_for_is_announced_without_a_change(
+        haproxy_bin: str, short_tmp: Path, standin_factory: StandInFactory) -> None:
+    """After an apply the daemon asks for a full read; the loop hears of it even
+    when no server changed, so the status built from the renewed rows is written."""
+    node = standin_factory("m1")
+    with running(config(haproxy_bin, short_tmp / "state", [cluster("c0", [node])])) as paths:
+        poller = HealthPoller(paths.admin_socket, interval=60.0)  # no timed full read
+        poller.start()
+        try:
+            wait_until(lambda: poller.latest().rows is not None, message="first read")
+            first = poller.latest().taken_at
+            poller.request_full()  # ends after the first read's own news, if any
+            wait_until(lambda: poller.latest().taken_at > first, message="second read")
+            second = poller.latest().taken_at
+            announced = threading.Semaphore(0)
+            poller.on_change = announced.release
+            poller.request_full()
+            wait_until(lambda: poller.latest().taken_at > second, message="third read")
+            assert announced.acquire(timeout=10)
+        finally:
+            poller.stop()
+
+
 def test_unreachable_socket_is_reported_once(short_tmp: Path,
                                              caplog: pytest.LogCaptureFixture) -> None:
     poller = HealthPoller(short_tmp / "missing.sock")
