@@ -276,12 +276,13 @@ class Daemon:
             outcome.error = self.files.locate(outcome.error)
         self.state.record_apply(outcome, reason)
         inspect.record_apply(self, outcome, reason, before)
+        full_read = False
         if self.health is not None and 0 < len(outcome.backends) <= MAX_TARGETED:
             # These servers came, went or moved: read them back now, so the
             # status written below shows them (a drained node as DRAIN).
             self.health.refresh(set(outcome.backends))
         elif self.health is not None and outcome.action is not ApplyAction.NOOP:
-            self.health.request_full()  # a new worker: every server is new
+            full_read = True  # a new worker: every server is new
         self._refresh_config_settings()
         if self.vip is not None:
             self.vip.configure(self.applier.applied)
@@ -290,6 +291,10 @@ class Daemon:
             if self.applier.master.alive():
                 # systemd expects READY=1 after every RELOADING=1.
                 self.notifier.ready(self.publisher.summary())
+        if full_read and self.health is not None:
+            # After the write: the poller's parse of 6,000 rows would share the
+            # GIL with it; its news brings another write when it is done.
+            self.health.request_full()
         # The change is live and status says so: now its file is validated, beside the loop.
         self.applier.start_pending(lambda: self.post("publish"))
         return outcome
