@@ -37,6 +37,9 @@ _MAX_DEPTH = 32
 
 RawConfig = dict[str, Any]
 ProvenanceMap = dict[KeyPath, str]
+# A drop-in table's provenance entries, by (id of the table, where it merged, file),
+# the table held beside them: see _Records.
+RecordMemo = dict[tuple[int, KeyPath, str], tuple[RawConfig, ProvenanceMap]]
 
 
 # Suffixes people try that we do not read: worth a warning, not silence.
@@ -122,7 +125,7 @@ class FileCache:
 
     def __init__(self) -> None:
         self._files: dict[str, _Parsed] = {}
-        self._records: dict[tuple[int, KeyPath, str], tuple[RawConfig, ProvenanceMap]] = {}
+        self._records: RecordMemo = {}
 
     def read(self, path: Path, rel: str) -> tuple[str, RawConfig]:
         try:
@@ -158,10 +161,9 @@ class _Records:
     mistaken for a later table's; only the latest load's entries are kept.
     """
 
-    def __init__(self, previous: dict[tuple[int, KeyPath, str], tuple[RawConfig, ProvenanceMap]]
-                 ) -> None:
+    def __init__(self, previous: RecordMemo) -> None:
         self.previous = previous
-        self.now: dict[tuple[int, KeyPath, str], tuple[RawConfig, ProvenanceMap]] = {}
+        self.now: RecordMemo = {}
 
     def of(self, table: RawConfig, path: KeyPath, rel: str) -> ProvenanceMap:
         key = (id(table), path, rel)
