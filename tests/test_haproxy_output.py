@@ -20,6 +20,13 @@ from haproxy_k8s.haproxy.master import journal_level
      "check duration: 2001ms, status: 2/3 UP.", logging.DEBUG),
     ("[ALERT]    (24723) : backend 'be_c0001' has no server available!", logging.WARNING),
     ("[NOTICE]   (24717) : New worker (24723) forked", logging.INFO),
+    # A reload: each server's state taken from the state file, each old proxy stopping.
+    ("[WARNING]  (12357) : config : Server be_c0999/n1 is DOWN, changed from server-state "
+     "after a reload. 2 active and 0 backup servers left.", logging.DEBUG),
+    ("[WARNING]  (12360) : Proxy fe_c0001 stopped (cumulated conns: FE: 0, BE: 0).",
+     logging.DEBUG),
+    ("[WARNING]  (12360) : Stopping backend be_c0001 in 0 ms.", logging.DEBUG),
+    ("[NOTICE]   (12357) : Former worker (12360) exited with code 0 (Exit)", logging.INFO),
     ("[ALERT]    (1) : config : parsing [haproxy.cfg:12] : unknown keyword 'Server'",
      logging.WARNING),
 ])

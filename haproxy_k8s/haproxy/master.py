@@ -119,7 +119,12 @@ def journal_level(line: str) -> int:
         # The daemon's own event log says the same, with the node's name: at
         # 1,000 clusters a start printed 3,000 of these twice.
         return logging.DEBUG
-    return logging.WARNING if "[ALERT]" in line else logging.INFO
+    if "[ALERT]" in line:
+        return logging.WARNING
+    # One line per proxy at every reload (3,000 at 1,000 clusters, logged by a
+    # thread of ours while the reload's status is written); the daemon's own
+    # apply event says the reload happened.
+    return logging.DEBUG if _PROXY_NEWS.search(line) else logging.INFO
 
 
 # HAProxy's output file is cut back to nothing at a (re)start past this size.
@@ -128,7 +133,13 @@ OUTPUT_MAX_BYTES = 4 << 20
 
 _ALERT_PREFIX = re.compile(r"^.*?\[ALERT\]\s*(?:\(\d+\)\s*)?:\s*")
 # HAProxy's news of one server's state or check, also told by the daemon's events.
-_SERVER_NEWS = re.compile(r"\)\s*:\s*(?:Server|Health check for (?:backup )?server) \S+/\S+ ")
+# A reload's new master says `config : Server …` for each server whose state it
+# takes from the server-state file.
+_SERVER_NEWS = re.compile(
+    r"\)\s*:\s*(?:config\s*:\s*)?(?:Server|Health check for (?:backup )?server) \S+/\S+ ")
+# A proxy's start and stop, as old and new workers hand over.
+_PROXY_NEWS = re.compile(r"\)\s*:\s*(?:Proxy \S+ (?:stopped \(cumulated|started\.)|"
+                         r"Stopping (?:frontend|backend|proxy) \S+ in )")
 # HAProxy's closing words after the alert that says what is wrong.
 _GENERIC = ("Some protocols failed to start their listeners", "Fatal errors found",
             "Error(s) found in configuration file")
