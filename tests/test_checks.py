@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -105,7 +106,11 @@ def test_backend_carries_the_apiserver_settings(short_tmp: Path) -> None:
     c = cluster("c0", [], settings(check_timeout_ms=3000, retries=4))
     c = dataclasses.replace(c, nodes=(Node("m1", "127.0.8.10"),))
     text = render(config("haproxy", short_tmp, [c]), drop_privileges=False)
-    backend = text[text.index("backend be_c0"):]
+    # The option lines are in the named defaults section the backend takes them from.
+    defaults = re.search(r"^backend be_c0 from (\S+)$", text, re.M)
+    assert defaults is not None
+    start = text.index(f"defaults {defaults.group(1)}\n")
+    backend = text[start:text.index("\n\n", start)]
     for line in ["balance leastconn", "retries 4", "option redispatch 1", "timeout check 3s",
                  "option httpchk", "http-check send meth GET uri /readyz",
                  "http-check expect status 200", "option srvtcpka", "timeout server-fin 30s"]:

@@ -201,7 +201,8 @@ def server_line(config_text: str, backend: str, server: str) -> str | None:
     for line in config_text.splitlines():
         stripped = line.strip()
         if not line.startswith((" ", "\t")) and stripped:
-            in_backend = stripped == f"backend {backend}"
+            # `backend NAME` or `backend NAME from DEFAULTS`
+            in_backend = stripped.split()[:2] == ["backend", backend]
         elif in_backend and stripped.startswith(f"server {server} "):
             return stripped
     return None
