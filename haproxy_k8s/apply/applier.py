@@ -153,17 +153,22 @@ class Applier:
                 and maps_current(maps):
             self.applied = config
             return ApplyOutcome(ApplyAction.NOOP, reason="no change")
-        self._while_checking()
         plan = fast or make_plan(self.applied, config)
-        state = self._state_beside(config, plan, auth_changed)
+        beside: list[Beside[None] | None] = [None]
+
+        def while_checking() -> None:
+            self._while_checking()
+            beside[0] = self._state_beside(config, plan, auth_changed)
+
         try:
-            validate_candidate(text, auth, self.paths, self.binary, maps)
+            validate_candidate(text, auth, self.paths, self.binary, maps, started=while_checking)
             # Before HAProxy tries a new bind: its failure would pause every listener.
             check_new_binds(config, running_binds(self.paths))
         except HaproxyK8sError:
             self._restore_maps()  # written for the candidate; HAProxy runs the old ones
-            _unneeded(state)
+            _unneeded(beside[0])
             raise
+        state = beside[0]
         if not self.master.alive():
             _unneeded(state)
             return self._start(config)

@@ -7,7 +7,7 @@ it in a temporary state dir, so it touches no file of a running balancer.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..config.model import Config
@@ -31,13 +31,15 @@ def ensure_server_state_file(paths: StatePaths) -> None:
 
 
 def validate_candidate(text: str, auth: str, paths: StatePaths, binary: str,
-                       maps: Mapping[Path, str] | None = None) -> CheckResult:
+                       maps: Mapping[Path, str] | None = None,
+                       started: Callable[[], None] | None = None) -> CheckResult:
     """Write `text` (and the stats userlist `auth`) as candidates beside the live
     files and run `haproxy -c` on them, as the master reads them.
 
     The candidate is removed when HAProxy refuses it, so only a validated
     file can ever be published (renamed over haproxy.cfg). The SNI `maps` it
     reads are written first: their content is part of what is validated.
+    `started` runs while HAProxy checks (check_config).
     """
     paths.ensure_root()
     ensure_server_state_file(paths)
@@ -46,7 +48,8 @@ def validate_candidate(text: str, auth: str, paths: StatePaths, binary: str,
     auth_file = AuthFile(paths)
     auth_file.write_candidate(auth)
     try:
-        return check_config(binary, paths.candidate, also=[auth_file.candidate])
+        return check_config(binary, paths.candidate, also=[auth_file.candidate],
+                            started=started)
     except HaproxyK8sError:
         paths.candidate.unlink(missing_ok=True)
         raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,24 +46,35 @@ def _quote_lines(alert: str, text: str) -> str:
 
 
 def check_config(binary: str, path: Path, *, env: Mapping[str, str] | None = None,
-                 timeout: float = 30.0, also: Sequence[Path] = ()) -> CheckResult:
+                 timeout: float = 30.0, also: Sequence[Path] = (),
+                 started: Callable[[], None] | None = None) -> CheckResult:
     """Validate `path` (and the files in `also`, read after it, as the master reads
-    them) with `haproxy -c -W`; raise ValidationError when refused."""
+    them) with `haproxy -c -W`; raise ValidationError when refused.
+
+    `started` runs once HAProxy is spawned, while it checks: work started
+    before would share the GIL with the spawn and hold it back."""
     cmd = [binary, "-c", "-W", "-f", str(path)]
     for extra in also:
         cmd += ["-f", str(extra)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env=dict(env) if env is not None else None, check=False)
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(env) if env is not None else None) as proc:
+            if started is not None:
+                started()
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired as e:
+                proc.kill()
+                proc.communicate()
+                raise ValidationError(
+                    f"`haproxy -c` did not finish within {timeout:g}s") from e
     except FileNotFoundError as e:
         raise ValidationError(f"haproxy binary not found: {binary}") from e
-    except subprocess.TimeoutExpired as e:
-        raise ValidationError(f"`haproxy -c` did not finish within {timeout:g}s") from e
-    result = _classify(proc.stdout + proc.stderr)
+    result = _classify(stdout + stderr)
     if proc.returncode != 0:
         text = path.read_text(errors="replace") if path.exists() else ""
         alerts = [_quote_lines(a, text) for a in result.alerts] or [
-            (proc.stderr or proc.stdout).strip() or f"exit code {proc.returncode}"]
+            (stderr or stdout).strip() or f"exit code {proc.returncode}"]
         raise ValidationError("haproxy -c refused the rendered config: " + "; ".join(alerts),
                               alerts=alerts)
     return result
