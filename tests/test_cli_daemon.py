@@ -3,6 +3,7 @@ describe, events, diff, cordon/uncordon, maint --force, a node being removed."""
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import os
@@ -409,3 +410,12 @@ def test_without_the_daemon_status_reads_haproxy_itself(running: Running) -> Non
     code, text = running.run("status", "cluster-0/m1")
     assert code == 3 and " m1 " in text and "UP" in text, text
     assert running.run("status", "cluster-9")[0] == 4
+
+
+def test_status_file_says_when_it_was_written(running: Running) -> None:
+    """The daemon stamps status.json as it writes it (into the text it encoded
+    once, unstamped, to see whether anything changed)."""
+    daemon = running.daemon.status()["daemon"]
+    written = datetime.datetime.fromisoformat(daemon["written_at"].replace("Z", "+00:00"))
+    assert abs((datetime.datetime.now(datetime.UTC) - written).total_seconds()) < 600
+    assert daemon["applies"] >= 1

@@ -9,6 +9,7 @@ that same document.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from .loop import Daemon
 
 log = logging.getLogger(__name__)
+# status.json's stamp before it is set (StatusPublisher.write).
+_NO_STAMP = '"written_at":null'
 
 STATUS_REFRESH = 10.0  # seconds between status.json rewrites when nothing happens
 # News (a health transition) rewrites it at once, but not more often than
@@ -190,12 +193,15 @@ class StatusPublisher:
         # Compact, each unchanged cluster's text kept: a write at 3,000 nodes
         # encodes what changed. Unchanged apart from written_at: not rewritten.
         doc.daemon.written_at = None
-        digest = hashlib.blake2b(doc.compact(self._clusters.text_of).encode()).digest()
+        text = doc.compact(self._clusters.text_of)
+        digest = hashlib.blake2b(text.encode()).digest()
         if digest == self._last_digest and self._error is None:
             return
         self._last_digest = digest
         doc.daemon.written_at = utc_now()
-        text = doc.compact(self._clusters.text_of)
+        # The daemon's part comes first, and a JSON string cannot hold `"written_at":`
+        # unescaped: the first one is its key (an encode of a megabyte spared).
+        text = text.replace(_NO_STAMP, f'"written_at":{json.dumps(doc.daemon.written_at)}', 1)
         try:
             write_atomic(self.paths.status, text, mode=0o640, durable=False)
         except OSError as e:
