@@ -333,7 +333,9 @@ class HaproxyMaster:
                 return table
             if not self.alive():
                 return None
-            time.sleep(0.01)
+            # A reload takes 20-250 ms: a look costs the master less than the
+            # 5 ms a longer pause would add on average.
+            time.sleep(0.005)
         return table
 
 
