@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from haproxy_k8s.apply.candidate import dry_run
 from haproxy_k8s.config.loader import load_config
 from haproxy_k8s.config.model import ClusterSettings, Config
 from haproxy_k8s.haproxy import render as render_mod
@@ -68,7 +70,38 @@ def test_a_changed_option_line_renders_no_cluster_again() -> None:
     changed = _with(config, "connect_timeout_ms")
     text = render_mod.render(changed, drop_privileges=False)
     rendered_again = set(render_mod._blocks) - before
-    # Only the clusters with settings of their own change their sections' name.
-    assert len(rendered_again) == sum(c.settings != config.defaults
-                                      for c in config.clusters) < len(config.clusters)
+    # Only the clusters with option lines of their own change their sections' name.
+    own = [c for c in config.clusters
+           if render_mod.defaults_name(c, config) != render_mod.SHARED_DEFAULTS]
+    assert len(rendered_again) == len(own) < len(config.clusters)
     assert text == _cold(changed)
+
+
+def _write_dropins(root: Path, haproxy_bin: str, clusters: dict[str, str]) -> Path:
+    (root / "conf.d").mkdir(parents=True)
+    (root / "haproxy-k8s.toml").write_text(
+        f'[haproxy]\nbinary = "{haproxy_bin}"\nstate_dir = "{root / "run"}"\n')
+    for i, (name, extra) in enumerate(clusters.items()):
+        (root / "conf.d" / f"{i:02d}-{name}.toml").write_text(
+            f'[clusters.{name}]\nbind = ["127.0.8.1:{16443 + i}"]\n{extra}'
+            f'[clusters.{name}.nodes.m1]\naddress = "127.0.8.10"\n')
+    return root
+
+
+def test_settings_that_differ_only_in_fail_open_pass_haproxy_check(
+        haproxy_bin: str, tmp_path: Path) -> None:
+    """Equal option lines share a defaults section whatever `fail_open` says; the
+    fail-open section is there for every cluster that needs it."""
+    root = _write_dropins(tmp_path, haproxy_bin, {
+        "a": "retries = 4\nfail_open = false\n",
+        "b": "retries = 4\nfail_open = true\n",
+        "c": "fail_open = false\n",
+        "d": "",
+    })
+    config = load_config(root)
+    text = render_mod.render(config, drop_privileges=False)
+    # Every section a proxy names is there, once; c shares the [defaults] ones.
+    named = re.findall(r"^defaults (\S+)$", text, re.M)
+    assert sorted(named) == sorted(set(re.findall(r" from (\S+)$", text, re.M)))
+    assert "backend be_c from k8s_be" in text and "backend fo_b from " in text
+    dry_run(config, promex=True)  # raises when HAProxy refuses it

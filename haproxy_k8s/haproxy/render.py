@@ -198,19 +198,23 @@ def _own_defaults_name(settings: ClusterSettings) -> str:
 
 
 def defaults_name(cluster: Cluster, config: Config) -> str:
-    """The base name of the defaults sections `cluster` takes its options from."""
+    """The base name of the defaults sections `cluster` takes its options from:
+    by its option lines, not its settings (a setting no option line shows, or
+    `fail_open`, makes no section of its own)."""
     s = cluster.settings
-    return SHARED_DEFAULTS if s is config.defaults or s == config.defaults \
+    return SHARED_DEFAULTS if s is config.defaults or _options(s) == _options(config.defaults) \
         else _own_defaults_name(s)
 
 
 def _defaults_sections(config: Config, names: list[str]) -> list[DefaultsSection]:
-    """One DefaultsSection per base name in `names` (each cluster's, in order)."""
+    """One DefaultsSection per base name in `names` (each cluster's, in order),
+    with a fail-open section when any of its clusters fails open."""
     sections: dict[str, DefaultsSection] = {}
     for cluster, name in zip(config.clusters, names, strict=True):
-        if name not in sections:
-            s = cluster.settings
-            sections[name] = DefaultsSection(name, _options(s), s.fail_open)
+        kept = sections.get(name)
+        if kept is None or (cluster.settings.fail_open and not kept.fail_open):
+            sections[name] = DefaultsSection(name, _options(cluster.settings),
+                                             cluster.settings.fail_open)
     return list(sections.values())
 
 
