@@ -172,8 +172,8 @@ def _options(settings: ClusterSettings) -> _Options:
                     str(macros.failopen(settings)))  # type: ignore[attr-defined]
 
 
-# The defaults sections of the clusters that inherit [defaults] unchanged;
-# others' are named after a hash of their option lines (DefaultsSection.name).
+# The defaults sections of the clusters whose option lines are [defaults]';
+# others' are named after a hash of their lines (DefaultsSection.name).
 SHARED_DEFAULTS = "k8s"
 
 
@@ -194,7 +194,9 @@ class DefaultsSection:
 def _own_defaults_name(settings: ClusterSettings) -> str:
     options = _options(settings)
     text = "\0".join((options.frontend, options.backend, options.failopen))
-    return f"{SHARED_DEFAULTS}_{hashlib.blake2b(text.encode(), digest_size=4).hexdigest()}"
+    # 64 bits: two sets of lines sharing a name (and so one set's lines) is
+    # never to be met, with thousands of sets.
+    return f"{SHARED_DEFAULTS}_{hashlib.blake2b(text.encode(), digest_size=8).hexdigest()}"
 
 
 def defaults_name(cluster: Cluster, config: Config) -> str:
