@@ -154,11 +154,12 @@ class Applier:
             self.applied = config
             return ApplyOutcome(ApplyAction.NOOP, reason="no change")
         plan = fast or make_plan(self.applied, config)
-        beside: list[Beside[None] | None] = [None]
+        state: Beside[None] | None = None
 
         def while_checking() -> None:
+            nonlocal state
             self._while_checking()
-            beside[0] = self._state_beside(config, plan, auth_changed)
+            state = self._state_beside(config, plan, auth_changed)
 
         try:
             validate_candidate(text, auth, self.paths, self.binary, maps, started=while_checking)
@@ -166,9 +167,8 @@ class Applier:
             check_new_binds(config, running_binds(self.paths))
         except HaproxyK8sError:
             self._restore_maps()  # written for the candidate; HAProxy runs the old ones
-            _unneeded(beside[0])
+            _unneeded(state)
             raise
-        state = beside[0]
         if not self.master.alive():
             _unneeded(state)
             return self._start(config)

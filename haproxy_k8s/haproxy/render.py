@@ -10,7 +10,7 @@ import functools
 import hashlib
 import os
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -179,8 +179,8 @@ SHARED_DEFAULTS = "k8s"
 
 @dataclass(frozen=True)
 class DefaultsSection:
-    """Named `defaults` sections holding the option lines of one settings
-    object: `NAME_fe`, `NAME_be` and (with fail_open) `NAME_fo`, which each
+    """Named `defaults` sections holding one set of option lines:
+    `NAME_fe`, `NAME_be` and (with fail_open) `NAME_fo`, which each
     cluster's frontend and backends name with `from`. Written once, not once
     per cluster: at 1,000 clusters the config has a quarter of the lines, and
     `haproxy -c` and a reload each parse it ~25 ms faster (HAProxy 2.6)."""
@@ -208,11 +208,12 @@ def defaults_name(cluster: Cluster, config: Config) -> str:
         else _own_defaults_name(s)
 
 
-def _defaults_sections(config: Config, names: list[str]) -> list[DefaultsSection]:
-    """One DefaultsSection per base name in `names` (each cluster's, in order),
-    with a fail-open section when any of its clusters fails open."""
+def _defaults_sections(config: Config, names: Mapping[str, str]) -> list[DefaultsSection]:
+    """One DefaultsSection per base name in `names` (by cluster name), in the
+    clusters' order, with a fail-open section when any of its clusters fails open."""
     sections: dict[str, DefaultsSection] = {}
-    for cluster, name in zip(config.clusters, names, strict=True):
+    for cluster in config.clusters:
+        name = names[cluster.name]
         kept = sections.get(name)
         if kept is None or (cluster.settings.fail_open and not kept.fail_open):
             sections[name] = DefaultsSection(name, _options(cluster.settings),
@@ -235,7 +236,7 @@ class _ClusterBlocks:
     """The `cluster_block` of one render, reusing the last render's texts."""
 
     def __init__(self, template: jinja2.Template, shared: dict[Bind, sni.SharedFrontend],
-                 names: dict[str, str]) -> None:
+                 names: Mapping[str, str]) -> None:
         self.template, self.shared, self.names = template, shared, names
         self.previous = _blocks
         self.now: dict[BlockKey, str] = {}
@@ -284,9 +285,8 @@ def render_pieces(config: Config, paths: StatePaths | None = None,
         template = _environment().get_template(TEMPLATE)
         shared = sni.shared_frontends(config, paths)
         binds = {fe.bind: fe for fe in shared}
-        names = [defaults_name(c, config) for c in config.clusters]
-        blocks = _ClusterBlocks(_environment().get_template(CLUSTER_TEMPLATE), binds,
-                                {c.name: n for c, n in zip(config.clusters, names, strict=True)})
+        names = {c.name: defaults_name(c, config) for c in config.clusters}
+        blocks = _ClusterBlocks(_environment().get_template(CLUSTER_TEMPLATE), binds, names)
         yield from template.generate(
             shared=shared,
             named_defaults=_defaults_sections(config, names),
