@@ -15,6 +15,8 @@ from haproxy_k8s.apply.candidate import dry_run
 from haproxy_k8s.config.loader import load_config
 from haproxy_k8s.config.model import ClusterSettings, Config
 from haproxy_k8s.haproxy import render as render_mod
+from testkit.configdir import ConfigDir
+from testkit.ports import free_port
 
 FULL = Path(__file__).resolve().parent / "fixtures" / "configs" / "full"
 
@@ -77,28 +79,19 @@ def test_a_changed_option_line_renders_no_cluster_again() -> None:
     assert text == _cold(changed)
 
 
-def _write_dropins(root: Path, haproxy_bin: str, clusters: dict[str, str]) -> Path:
-    (root / "conf.d").mkdir(parents=True)
-    (root / "haproxy-k8s.toml").write_text(
-        f'[haproxy]\nbinary = "{haproxy_bin}"\nstate_dir = "{root / "run"}"\n')
-    for i, (name, extra) in enumerate(clusters.items()):
-        (root / "conf.d" / f"{i:02d}-{name}.toml").write_text(
-            f'[clusters.{name}]\nbind = ["127.0.8.1:{16443 + i}"]\n{extra}'
-            f'[clusters.{name}.nodes.m1]\naddress = "127.0.8.10"\n')
-    return root
-
-
 def test_settings_that_differ_only_in_fail_open_pass_haproxy_check(
         haproxy_bin: str, tmp_path: Path) -> None:
     """Equal option lines share a defaults section whatever `fail_open` says; the
     fail-open section is there for every cluster that needs it."""
-    root = _write_dropins(tmp_path, haproxy_bin, {
-        "a": "retries = 4\nfail_open = false\n",
-        "b": "retries = 4\nfail_open = true\n",
-        "c": "fail_open = false\n",
-        "d": "",
-    })
-    config = load_config(root)
+    dropins = ConfigDir(tmp_path)
+    for name, extra in {"a": "retries = 4\nfail_open = false\n",
+                        "b": "retries = 4\nfail_open = true\n",
+                        "c": "fail_open = false\n", "d": ""}.items():
+        dropins.cluster(name, free_port(), {"m1": ("127.0.8.10", 6443)})
+        dropins.write(f"20-{name}.toml", f"[clusters.{name}]\n{extra}")
+    loaded = load_config(tmp_path)
+    config = dataclasses.replace(
+        loaded, haproxy=dataclasses.replace(loaded.haproxy, binary=haproxy_bin))
     text = render_mod.render(config, drop_privileges=False)
     # Every section a proxy names is there, once; c shares the [defaults] ones.
     named = re.findall(r"^defaults (\S+)$", text, re.M)
