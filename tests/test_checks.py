@@ -13,6 +13,7 @@ from helpers import wait_until
 
 from haproxy_k8s.config.model import Bind, CheckKind, Node, StatsSettings
 from haproxy_k8s.daemon.health import read_stats
+from haproxy_k8s.daemon.inspect import server_line
 from haproxy_k8s.daemon.states import check_reason, node_state
 from haproxy_k8s.demo.certs import CertBundle, make_certs, make_client_cert
 from haproxy_k8s.haproxy.check import check_config, haproxy_version
@@ -100,6 +101,23 @@ def test_ca_file_and_client_cert_params() -> None:
                            Node("m1", "127.0.8.10"))
     assert "ca-file /etc/k8s/ca.crt verify required" in params
     assert "crt /etc/k8s/hc.pem" in params and "verify none" not in params
+
+
+def test_a_server_runs_what_add_server_would_be_given(short_tmp: Path) -> None:
+    """The file splits a server's parameters between its own line and its defaults
+    section's `default-server`; `add server` gets them all in one. The two agree."""
+    tls = settings(ca_file="/etc/k8s/ca.crt", client_cert="/etc/k8s/hc.pem")
+    nodes = (Node("m1", "127.0.8.10", weight=7, backup=True), Node("m2", "api.example"))
+    clusters = [dataclasses.replace(cluster(name, [], s), nodes=nodes)
+                for name, s in (("c0", settings()), ("c1", tls))]
+    text = render(config("haproxy", short_tmp, clusters), drop_privileges=False)
+    for c in clusters:
+        for node in nodes:
+            line = server_line(text, f"be_{c.name}", node.name)
+            assert line is not None and " + default-server check " in line, line
+            own, inherited = line.split(" + default-server ")
+            given = f"{inherited} {own.split(None, 3)[3]}"
+            assert given == server_params(c.settings, node), line
 
 
 def test_backend_carries_the_apiserver_settings(short_tmp: Path) -> None:

@@ -136,7 +136,10 @@ def test_cordon_describe_and_events(running: Running) -> None:
     code, text = running.run("describe", "cluster-0/m1")
     assert code == 0, text
     assert "Origin:       conf.d/10-cluster-0.toml (clusters.cluster-0.nodes.m1)" in text
-    assert "Server line:  server m1 127.0.8.10:" in text
+    line = next(x for x in text.splitlines() if x.startswith("Server line:  "))
+    # Its own words and, after them, the checks its defaults section gives it.
+    assert line.startswith("Server line:  server m1 127.0.8.10:") and " weight " in line, line
+    assert " + default-server check inter " in line, line
     me = f"{pwd.getpwuid(os.geteuid()).pw_name} (uid {os.geteuid()})"
     assert f"Operator:     drain, drain by {me} at " in text
     assert " health    is UP" in text and " operator  drain by " in text
@@ -293,7 +296,7 @@ def test_diff_shows_the_plan_without_applying(short_tmp: Path,
                      f"port = {m2.port}\n")
         code, out = run("diff")
         assert code == 1 and out.startswith("plan: runtime (runtime: add cluster-0/m2)"), out
-        assert f"+    server m2 {m2.host}:{m2.port} check" in out
+        assert f"+    server m2 {m2.host}:{m2.port} weight " in out
         config.write("30-balance.toml", '[clusters.cluster-0]\nbalance = "roundrobin"\n')
         code, out = run("diff")
         assert code == 1 and "plan: reload (structural change: clusters.cluster-0.balance)" \

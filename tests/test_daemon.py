@@ -143,7 +143,8 @@ def test_check_and_render_without_daemon(short_tmp: Path) -> None:
     config.cluster("cluster-0", 16443, {"m1": ("127.0.8.10", 6443)})
     rendered = cli("render", "--config-dir", str(config.root))
     assert rendered.returncode == 0, rendered.stderr
-    assert "server m1 127.0.8.10:6443 check" in rendered.stdout
+    assert "server m1 127.0.8.10:6443 weight 100" in rendered.stdout
+    assert "default-server check inter " in rendered.stdout
     assert cli("check", "--config-dir", str(config.root)).returncode == 0
     assert not config.state_dir.exists()  # nothing was changed or created
     config.write("20-bad.toml", "[clusters.cluster-0.nodes.m2]\nport = 70000\n")

@@ -196,15 +196,25 @@ def describe(daemon: Daemon, target: str) -> dict[str, Any]:
 
 
 def server_line(config_text: str, backend: str, server: str) -> str | None:
-    """The `server` line of `backend/server` in a haproxy.cfg text."""
-    in_backend = False
+    """The `server` line of `backend/server` in a haproxy.cfg text, with the
+    `default-server` line of the defaults section it inherits (which holds the
+    checks): together, what HAProxy runs."""
+    section: list[str] = []
+    last_defaults = ""  # a proxy without `from` takes the last defaults section
+    default_server: dict[str, str] = {}  # defaults section -> its default-server's words
     for line in config_text.splitlines():
         stripped = line.strip()
         if not line.startswith((" ", "\t")) and stripped:
-            # `backend NAME` or `backend NAME from DEFAULTS`
-            in_backend = stripped.split()[:2] == ["backend", backend]
-        elif in_backend and stripped.startswith(f"server {server} "):
-            return stripped
+            section = stripped.split()  # `backend NAME` or `backend NAME from DEFAULTS`
+            if section[0] == "defaults":
+                last_defaults = section[1] if len(section) > 1 else ""
+                default_server.pop(last_defaults, None)
+        elif section[:1] == ["defaults"] and stripped.startswith("default-server "):
+            default_server[last_defaults] = stripped.split(None, 1)[1]
+        elif section[:2] == ["backend", backend] and stripped.startswith(f"server {server} "):
+            named = section[3] if section[2:3] == ["from"] and len(section) > 3 else last_defaults
+            inherited = default_server.get(named)
+            return f"{stripped} + default-server {inherited}" if inherited else stripped
     return None
 
 

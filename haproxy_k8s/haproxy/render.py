@@ -73,35 +73,27 @@ def fmt_duration(ms: int) -> str:
 
 
 def server_params(settings: ClusterSettings, node: Node) -> str:
-    """Every parameter of a `server` line, spelled out.
+    """Every parameter of a `server` line, spelled out, for `add server`.
 
-    Dynamic servers (`add server`) do not inherit `default-server`, so the
-    template and the runtime API share this one function and cannot drift.
+    Dynamic servers do not inherit `default-server`, so this is the
+    `default-server` of the node's backend (server_defaults) and its own line's
+    parameters (node_params): the template writes the same two.
     """
-    checks, more = _server_settings_params(settings)
-    params = [checks, f"weight {node.weight}", *more]
-    if node.backup:
-        params.append("backup")
-    if not node.is_ip:
-        # An unresolvable name must not stop HAProxy from starting: the server
-        # starts in maintenance until the name resolves on a later reload.
-        params.append("init-addr last,libc,none")
-    return " ".join(params)
+    return f"{server_defaults(settings)} {node_params(node)}"
 
 
 @per_settings
-def _server_settings_params(settings: ClusterSettings) -> tuple[str, tuple[str, ...]]:
-    """A server line's parameters that depend on the settings alone: before and
-    after its weight."""
-    checks = " ".join([
+def server_defaults(settings: ClusterSettings) -> str:
+    """A server's parameters that depend on the settings alone: the
+    `default-server` line of its backend's defaults section."""
+    params = [
         "check",
         f"inter {fmt_duration(settings.check_interval_ms)}",
         f"fastinter {fmt_duration(settings.fast_interval_ms)}",
         f"downinter {fmt_duration(settings.down_interval_ms)}",
         f"fall {settings.fall}",
         f"rise {settings.rise}",
-    ])
-    params = []
+    ]
     if settings.slowstart_ms:
         params.append(f"slowstart {fmt_duration(settings.slowstart_ms)}")
     if settings.shutdown_sessions_on_down:
@@ -113,15 +105,26 @@ def _server_settings_params(settings: ClusterSettings) -> tuple[str, tuple[str, 
         params.append(f"observe layer4 error-limit {settings.error_limit} on-error mark-down")
     if settings.check.uses_tls:
         params.extend(_tls_check_params(settings))
-    return checks, tuple(params)  # kept and shared: not a list anyone could change
+    return " ".join(params)
+
+
+def node_params(node: Node, *, backup: bool = True) -> str:
+    """The parameters of a node's own `server` line, past its backend's
+    `default-server`: its weight, `backup`, and how to start with a name
+    that does not resolve."""
+    params = [f"weight {node.weight}"]
+    if backup and node.backup:
+        params.append("backup")
+    if not node.is_ip:
+        # An unresolvable name must not stop HAProxy from starting: the server
+        # starts in maintenance until the name resolves on a later reload.
+        params.append("init-addr last,libc,none")
+    return " ".join(params)
 
 
 def failopen_server_params(node: Node) -> str:
     """A node in its cluster's fail-open backend: no checks, not a backup (all serve)."""
-    params = [f"weight {node.weight}"]
-    if not node.is_ip:
-        params.append("init-addr last,libc,none")
-    return " ".join(params)
+    return node_params(node, backup=False)
 
 
 def _tls_check_params(settings: ClusterSettings) -> list[str]:
@@ -150,7 +153,8 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["duration"] = fmt_duration
-    env.globals["server_params"] = server_params
+    env.globals["server_defaults"] = server_defaults
+    env.globals["node_params"] = node_params
     env.globals["failopen_server_params"] = failopen_server_params
     return env
 
@@ -221,11 +225,11 @@ def _defaults_sections(config: Config, names: Mapping[str, str]) -> list[Default
     return list(sections.values())
 
 
-BlockKey = tuple[str, tuple[Bind, ...], tuple[Node, ...], bool, tuple[str, tuple[str, ...]], str]
+BlockKey = tuple[str, tuple[Bind, ...], tuple[Node, ...], bool, str]
 # Each cluster's text as last rendered, by everything cluster.cfg.j2 reads:
-# the cluster's name, own binds and nodes, of its settings `fail_open` and the
-# servers' parameters, and its defaults sections' name. A [defaults] change
-# that only touches option lines (a timeout) leaves every block as it was.
+# the cluster's name, own binds and nodes, of its settings `fail_open`, and its
+# defaults sections' name. A [defaults] change (a timeout, a check interval)
+# leaves every block as it was: it changes the defaults sections only.
 # Replaced by every render with the clusters it rendered, so it never
 # outgrows the config. The loop and the validation worker may render at
 # once: a lost update only costs a render, never a wrong text.
@@ -244,9 +248,7 @@ class _ClusterBlocks:
     def render(self, cluster: Cluster) -> str:
         binds = own_binds(cluster, self.shared)
         defaults = self.names[cluster.name]
-        s = cluster.settings
-        key = (cluster.name, binds, cluster.nodes, s.fail_open, _server_settings_params(s),
-               defaults)
+        key = (cluster.name, binds, cluster.nodes, cluster.settings.fail_open, defaults)
         text = self.previous.get(key)
         if text is None:
             text = self.template.render(cluster=cluster, binds=binds, defaults=defaults)
