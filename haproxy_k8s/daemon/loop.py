@@ -29,13 +29,14 @@ from ..errors import ConfigError, HaproxyK8sError, StateDirError
 from ..haproxy.check import haproxy_version
 from ..sources.base import NodeSource, merge_nodes
 from ..sources.discovery import DiscoverySources
-from ..sources.files import FileSource
+from ..sources.files import FileSource, Loaded
 from ..sources.secretfiles import SecretFiles, secret_files
 from ..vip.manager import VipManager
 from . import inspect, malloc, reexec, requests, supervise
 from .ahead import Ahead
 from .control import READ_ONLY_OPS, ControlServer, Request
 from .debounce import Debouncer
+from .early import EarlyRead
 from .events import EventLog
 from .health import MAX_TARGETED, HealthPoller, poll_interval, up_nodes_of
 from .holddown import HoldDown, destructive_changes
@@ -101,6 +102,8 @@ class Daemon:
         self.retry_at: float | None = None
         self._write_retry = Backoff(1.0, MAX_BACKOFF)
         self._with_content: frozenset[str] = frozenset()  # files with content at the last apply
+        self._file_events = 0  # file events handled: an early read is of the files after one
+        self._early: EarlyRead[Loaded] | None = None
 
     # -- posting (any thread, or a signal handler) ---------------------------
     def post(self, kind: str, detail: str = "") -> None:
@@ -116,9 +119,10 @@ class Daemon:
         self.post("apply" if signum == signal.SIGHUP else "stop", signal.Signals(signum).name)
 
     # -- desired state -----------------------------------------------------------
-    def desired(self) -> Config:
-        """Every source's answer merged into one Config (raises ConfigError)."""
-        base = self.files.load()
+    def desired(self, early: EarlyRead[Loaded] | None = None) -> Config:
+        """Every source's answer merged into one Config (raises ConfigError),
+        from the files as `early` read them if given."""
+        base = self.files.load() if early is None else self.files.commit(early.result())
         self.discovery.sync(base)
         sets = [s for source in self.node_sources for s in source.node_sets(base)]
         return merge_nodes(base, sets)
@@ -246,7 +250,7 @@ class Daemon:
         assert self.applier is not None and self.publisher is not None
         self.debounce.clear()
         try:
-            desired = self.desired()
+            desired = self.desired(self._take_early())
         except ConfigError:
             self.apply("files changed")  # refused and reported; nothing is taken away
             return
@@ -449,6 +453,8 @@ class Daemon:
         now = time.monotonic()
         if event is not None and event.kind in ("changed", "written"):
             self.debounce.touch(now, event.detail, complete=event.kind == "written")
+            self._file_events += 1
+            self._read_early()
         elif event is not None and event.kind == "publish":
             self._collect_pending()
             return
@@ -464,6 +470,17 @@ class Daemon:
             self.apply_files()
         elif self.retry_at is not None and now >= self.retry_at:
             self.apply("retry: the state dir could not be written")
+
+    def _read_early(self) -> None:
+        """Every write finished: read the files while the settle time runs (early.py)."""
+        if self.debounce.in_progress or (self._early is not None and self._early.running()):
+            return
+        self._early = EarlyRead(self.files.read, self._file_events)
+
+    def _take_early(self) -> EarlyRead[Loaded] | None:
+        """The early read, if it began after the last file event."""
+        early, self._early = self._early, None
+        return early if early is not None and early.generation == self._file_events else None
 
     # -- supervision ---------------------------------------------------------
     def _supervise(self, force_status: bool = False) -> None:

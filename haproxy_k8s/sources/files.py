@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,17 @@ log = logging.getLogger(__name__)
 _SERVER_REF = re.compile(r"\b(?:be|fe|fo)_([a-z0-9][a-z0-9-]*)(?:/([a-z0-9][a-z0-9.-]*))?")
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """One read of the directory (FileSource.read)."""
+
+    config: Config
+    raw: Mapping[str, Any]
+    provenance: ProvenanceMap
+    nonempty: frozenset[str]  # the files that had content
+    error: ConfigError | None = None  # a file the config names is missing or unreadable
+
+
 class FileSource:
     """Loads the config directory; its watcher posts on every relevant change."""
 
@@ -38,6 +51,7 @@ class FileSource:
         # for every node on every write (3,000 at 1,000 clusters).
         self._node_files: dict[tuple[str, str], str] | None = None
         self._cache = FileCache()  # unchanged drop-ins are not read and parsed again
+        self._reading = threading.Lock()
         self._raw: Mapping[str, Any] = {}  # the last load's merged files
         # A string value -> its key, of the last load: made when an error needs it.
         self._values: dict[str, tuple[str, ...]] | None = None
@@ -47,16 +61,34 @@ class FileSource:
         self.nonempty: frozenset[str] = frozenset()
 
     def load(self) -> Config:
-        with_content: set[str] = set()
-        raw, provenance = load_raw(self.config_dir, with_content, self._cache)
-        config = build_config(raw, provenance)
-        self._raw, self._values = raw, None
-        check_referenced_files(config, provenance)
-        self.provenance = provenance
+        return self.commit(self.read())
+
+    def read(self) -> Loaded:
+        """The directory's config, not yet the one this source reports on (commit).
+
+        Any thread may read, one at a time: the cache of unchanged drop-ins
+        and the settings memo are shared. Raises ConfigError, keeping nothing."""
+        with self._reading:
+            with_content: set[str] = set()
+            raw, provenance = load_raw(self.config_dir, with_content, self._cache)
+            config = build_config(raw, provenance)
+        try:
+            check_referenced_files(config, provenance)
+        except ConfigError as e:
+            return Loaded(config, raw, provenance, frozenset(with_content), e)
+        return Loaded(config, raw, provenance, frozenset(with_content))
+
+    def commit(self, loaded: Loaded) -> Config:
+        """Make `loaded` the last load: the one `locate`, `origin` and
+        `emptied` answer from. On the loop's thread."""
+        self._raw, self._values = loaded.raw, None
+        if loaded.error is not None:  # a missing referenced file: located by key
+            raise loaded.error
+        self.provenance = loaded.provenance
         self._node_files = None
-        self.nonempty = frozenset(with_content)  # seen while loading: no second read
+        self.nonempty = loaded.nonempty  # seen while loading: no second read
         self._warn_unread()
-        return config
+        return loaded.config
 
     def emptied(self, had_content: frozenset[str]) -> set[str]:
         """Of the files that had content, those still there but without any now (last load).
