@@ -304,8 +304,9 @@ class Applier:
             hook()
 
     def _keep_good(self) -> None:
+        # Both in the state dir: one fsync of it, by the second, makes both last.
+        self.auth.keep_good(durable=False)
         keep_copy(self.paths.config, self.paths.last_good)
-        self.auth.keep_good()
 
     def _start(self, config: Config) -> ApplyOutcome:
         self._publish()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config.model import Config
 from ..errors import ConfigError
-from ..fileio import write_atomic
+from ..fileio import keep_copy, write_atomic
 from .paths import StatePaths
 
 USERLIST = "haproxy_k8s_stats"
@@ -95,8 +95,9 @@ class AuthFile:
         if self.candidate.exists():
             os.replace(self.candidate, self.live)
 
-    def keep_good(self) -> None:
-        write_atomic(self.good, self.live.read_bytes(), mode=0o600)
+    def keep_good(self, *, durable: bool = True) -> None:
+        # `live` is only ever replaced by a rename (publish, restore_good).
+        keep_copy(self.live, self.good, mode=0o600, durable=durable)
 
     def restore_good(self) -> None:
         if self.good.exists():
