@@ -194,3 +194,20 @@ def test_port_change_applies_despite_state_file(setup: Setup,
     wait_until(lambda: s.daemon.status()["daemon"]["last_apply"]["action"] == "reload", 5.0)
     wait_until(lambda: "m1b" in {s.node_of() for _ in range(6)}, 5.0,
                message="traffic reaches m1's new port after the reload")
+
+
+def test_a_reload_carries_the_servers_state_and_the_checks_read_none(setup: Setup) -> None:
+    """A node DOWN before a reload starts DOWN in the new worker (the state file), and
+    between reloads the file says "no saved state", so `haproxy -c` reads none."""
+    s = setup
+    state_file = s.config.state_dir / "server-state"
+    s.nodes[2].stop()
+    wait_until(lambda: s.server_row("m3")["status"] == "DOWN", 10.0, message="m3 DOWN")
+    generation = s.daemon.generation()
+    s.config.write("50-toggle.toml", '[defaults]\nserver_fin_timeout = "33s"\n')
+    s.applied(generation)
+    assert s.daemon.status()["daemon"]["last_apply"]["action"] == "reload"
+    out = (s.config.state_dir / "haproxy.out").read_text(errors="replace")
+    assert "be_cluster-0/m3 is DOWN, changed from server-state after a reload" in out, out
+    assert state_file.read_text() == "1\n"
+    assert not (s.config.state_dir / "server-state.next").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -322,15 +323,18 @@ class Applier:
         else:
             self._save_server_state(config)
         self._publish()
+        self._stage_server_state()
         try:
             result = self.master.reload()
         except HaproxyK8sError:
             # The master could not be asked: keep the published file equal to
             # what runs, or the next apply would take the new file for applied.
             self._restore_last_good()
+            self._clear_server_state()
             raise
         self.ops.forget_pending()
         if result.ok:
+            self._clear_server_state()
             self._keep_good()
             self.applied = config
             self.reapply_admin_states()
@@ -341,7 +345,8 @@ class Applier:
         """Put the last good config back and reload onto it."""
         log.error("reload failed, rolling back: %s", "; ".join(alerts) or "no detail")
         self._restore_last_good()
-        back = self.master.reload()
+        back = self.master.reload()  # with the same servers' state
+        self._clear_server_state()
         detail = "; ".join(alerts) or "HAProxy refused the new config"
         if not back.ok:
             detail += " (and the rollback reload failed too; the old worker keeps serving)"
@@ -413,7 +418,24 @@ class Applier:
             return
         keep = {(c.backend, n.name, n.address, str(n.port))
                 for c in config.clusters for n in c.nodes}
-        write_atomic(self.paths.server_state, filter_servers_state(dump, keep), mode=0o640)
+        # Read within the second by the reload it is for: not worth an fsync.
+        write_atomic(self.paths.server_state_next, filter_servers_state(dump, keep),
+                     mode=0o640, durable=False)
+
+    # `haproxy -c` reads the state file too, and needs none of it (a state
+    # changes no verdict): the file says "1" (no saved state) but while a
+    # reload reads it. A dump there made every check at 1,000 clusters, all
+    # nodes down, 12 ms slower and 3,000 warnings longer.
+    def _stage_server_state(self) -> None:
+        """The dump for this reload where HAProxy reads it (server-state-file)."""
+        if self.paths.server_state_next.exists():
+            os.replace(self.paths.server_state_next, self.paths.server_state)
+
+    def _clear_server_state(self) -> None:
+        """No saved state, once the reload has read it (the master parses it before
+        it forks the worker the reload waits for)."""
+        if self.paths.server_state.exists():
+            write_atomic(self.paths.server_state, "1\n", mode=0o640, durable=False)
 
     def _operator_states(self) -> dict[str, AdminState]:
         states = opstate.load(self.paths.operator_state)

@@ -88,6 +88,11 @@ class StatePaths:
         return self.root / "server-state"
 
     @functools.cached_property
+    def server_state_next(self) -> Path:
+        """The servers' state dumped for the next reload, moved to server_state for it."""
+        return self.root / "server-state.next"
+
+    @functools.cached_property
     def status(self) -> Path:
         return self.root / "status.json"
 
