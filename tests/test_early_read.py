@@ -61,8 +61,11 @@ def test_an_event_during_the_read_makes_the_apply_read_again(short_tmp: Path) ->
     # A second file lands while it is held: the read may or may not see it.
     second = config.cluster("c1", free_port(), {"m1": ("127.0.8.12", 6443)})
     daemon._handle(Event("written", str(second)))  # one read at a time: none started
+    held = daemon._early
     gate.set()
     assert daemon._take_early() is None  # begun before the last event: not used
+    assert held is not None
+    held.result()  # it finishes, unused
     config_now = daemon.desired(daemon._take_early())
     assert {c.name for c in config_now.clusters} == {"c0", "c1"}
     assert len(reads) == 2  # the early one, and the apply's own
