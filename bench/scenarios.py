@@ -262,7 +262,9 @@ def edit(ctx: Context) -> Result:
 
 
 def _le(value: Any, limit: float) -> bool | None:
-    return None if value is None else bool(value <= limit)
+    # Rounded first: CPU times are whole clock ticks, and their float difference
+    # lands a hair off an exact limit (6 ticks of 10 ms in 60 s: 0.10000000000000009 %).
+    return None if value is None else bool(round(value, 9) <= limit)
 
 
 # -- 2. runtime-only changes -----------------------------------------------------------------
