@@ -1,4 +1,4 @@
-"""The drop-ins read during the settle time (daemon/early.py): used only when no file
+"""The drop-ins read during the settle time (Daemon._read_early): used only when no file
 event came after the read began. The loop's own pieces on a real directory; no HAProxy.
 The read is held at a gate so "an event during the read" happens every time."""
 
@@ -65,7 +65,7 @@ def test_an_event_during_the_read_makes_the_apply_read_again(short_tmp: Path) ->
     gate.set()
     assert daemon._take_early() is None  # begun before the last event: not used
     assert held is not None
-    held.result()  # it finishes, unused
+    held[1].result()  # it finishes, unused
     config_now = daemon.desired(daemon._take_early())
     assert {c.name for c in config_now.clusters} == {"c0", "c1"}
     assert len(reads) == 2  # the early one, and the apply's own

@@ -4,6 +4,8 @@ A structural apply waits about 130 ms for `haproxy -c` at 1,000 clusters,
 a process of its own on another core. Work the reload needs after it and
 that does not depend on its verdict (dumping the servers' state) is done
 meanwhile; the caller takes the result (or the exception) when it needs it.
+The daemon's loop reads the drop-ins this way while it waits out the settle
+time after a write.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class Beside(Generic[T]):
             self._outcome = (work(),)
         except BaseException as e:  # handed to the caller by result()
             self._outcome = e
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def result(self) -> T:
         """Wait for the work; return what it returned or raise what it raised."""
