@@ -325,16 +325,20 @@ class Applier:
         self._publish()
         self._stage_server_state()
         try:
+            return self._reload_published(config)
+        finally:
+            self._clear_server_state()  # read by the reload (and by its rollback)
+
+    def _reload_published(self, config: Config) -> ApplyOutcome:
+        try:
             result = self.master.reload()
         except HaproxyK8sError:
             # The master could not be asked: keep the published file equal to
             # what runs, or the next apply would take the new file for applied.
             self._restore_last_good()
-            self._clear_server_state()
             raise
         self.ops.forget_pending()
         if result.ok:
-            self._clear_server_state()
             self._keep_good()
             self.applied = config
             self.reapply_admin_states()
@@ -346,7 +350,6 @@ class Applier:
         log.error("reload failed, rolling back: %s", "; ".join(alerts) or "no detail")
         self._restore_last_good()
         back = self.master.reload()  # with the same servers' state
-        self._clear_server_state()
         detail = "; ".join(alerts) or "HAProxy refused the new config"
         if not back.ok:
             detail += " (and the rollback reload failed too; the old worker keeps serving)"
