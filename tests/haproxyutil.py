@@ -19,6 +19,7 @@ from haproxy_k8s.config.model import (
     Node,
     StatsSettings,
 )
+from haproxy_k8s.config.names import is_failopen_server
 from haproxy_k8s.daemon.health import read_stats
 from haproxy_k8s.daemon.states import node_state
 from haproxy_k8s.demo.standin import StandIn
@@ -70,6 +71,7 @@ def running(cfg: Config, env: Mapping[str, str] | None = None) -> Iterator[State
 
 
 def states(paths: StatePaths) -> dict[tuple[str, str], str]:
-    """(backend, server) -> UP/DOWN/…, straight from the admin socket."""
+    """(backend, server) -> UP/DOWN/…, straight from the admin socket (nodes,
+    not their fail-open twins)."""
     return {key: node_state(row) for key, row in read_stats(paths.admin_socket).items()
-            if key[1] not in ("FRONTEND", "BACKEND")}
+            if key[1] not in ("FRONTEND", "BACKEND") and not is_failopen_server(key[1])}

@@ -6,6 +6,7 @@ Real daemon, HAProxy and TLS stand-ins whose /readyz the test flips to 500.
 from __future__ import annotations
 
 import collections
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,8 @@ class Cluster:
         return clusters[0]
 
 
-def start(root: Path, factory: StandInFactory, fail_open: bool) -> Cluster:
+def start(root: Path, factory: StandInFactory, fail_open: bool,
+          backup: str | None = None) -> Cluster:
     config = ConfigDir(root, check="https", debounce="50ms")
     nodes = [factory(f"m{i}") for i in (1, 2, 3)]
     port = free_port(BALANCER)
@@ -51,6 +53,8 @@ def start(root: Path, factory: StandInFactory, fail_open: bool) -> Cluster:
     if not fail_open:
         path.write_text(path.read_text().replace("[clusters.cluster-0]\n",
                                                  "[clusters.cluster-0]\nfail_open = false\n"))
+    if backup is not None:
+        config.write("20-backup.toml", f"[clusters.cluster-0.nodes.{backup}]\nbackup = true\n")
     cluster = Cluster(config, DaemonProcess(config), port, nodes)
     cluster.daemon.start()
     return cluster
@@ -103,6 +107,50 @@ def test_nodes_in_maintenance_stay_out_while_failing_open(failing_open: Cluster)
     c.wait_states({"m1": "DOWN", "m2": "DOWN", "m3": "MAINT"})
     counts = spread(c.port)
     assert set(counts) == {"m1", "m2"}, counts
+
+
+def test_a_cluster_with_a_backup_node_fails_open_through_a_backend_of_twins(
+        short_tmp: Path, standin_factory: StandInFactory) -> None:
+    """Its backup node serves alone while the others are DOWN; with every node
+    DOWN, all serve (the `fo_` backend: HAProxy's backups would mix the two)."""
+    c = start(short_tmp, standin_factory, fail_open=True, backup="m3")
+    try:
+        text = (c.config.state_dir / "haproxy.cfg").read_text()
+        assert "backend fo_cluster-0 " in text and " fo_m1 " not in text
+        ready = f"http://{BALANCER}:{c.config.stats_port}/healthz"
+        c.nodes[0].readyz_status = c.nodes[1].readyz_status = 500
+        c.wait_states({"m1": "DOWN", "m2": "DOWN", "m3": "UP"})
+        assert spread(c.port) == {"m3": 24}
+        assert urllib.request.urlopen(ready, timeout=5).status == 200
+        c.nodes[2].readyz_status = 500
+        c.wait_states({"m3": "DOWN"})
+        counts = spread(c.port)
+        assert "" not in counts and set(counts) <= {"m1", "m2", "m3"} and len(counts) >= 2
+        assert c.cluster_status()["fail_open_active"] is True
+        with pytest.raises(urllib.error.HTTPError) as down:
+            urllib.request.urlopen(ready, timeout=5)
+        assert down.value.code == 503
+    finally:
+        c.daemon.stop()
+
+
+def test_failing_open_through_backup_twins_is_down_for_healthz(failing_open: Cluster) -> None:
+    """/healthz tells failing open from serving by be_conn_free() (the twins have
+    a maxconn, the nodes none): 200 with one node UP, 503 with none."""
+    c = failing_open
+    text = (c.config.state_dir / "haproxy.cfg").read_text()
+    assert "backend fo_cluster-0 " not in text and " fo_m1 " in text
+    ready = f"http://{BALANCER}:{c.config.stats_port}/healthz"
+    for node in c.nodes[1:]:
+        node.readyz_status = 500
+    c.wait_states({"m1": "UP", "m2": "DOWN", "m3": "DOWN"})
+    assert urllib.request.urlopen(ready, timeout=5).status == 200
+    c.nodes[0].readyz_status = 500
+    c.wait_states({"m1": "DOWN"})
+    assert len(spread(c.port)) >= 2  # failing open
+    with pytest.raises(urllib.error.HTTPError) as down:
+        urllib.request.urlopen(ready, timeout=5)
+    assert down.value.code == 503
 
 
 def test_without_fail_open_clients_are_refused(short_tmp: Path,

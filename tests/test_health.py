@@ -25,6 +25,7 @@ from daemonutil import BALANCER, ConfigDir, DaemonProcess, cli, kill_tree
 from helpers import free_port, http_get, https_get, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
+from haproxy_k8s.config.names import is_failopen_server
 from haproxy_k8s.daemon.health import read_stats
 from haproxy_k8s.daemon.states import node_state
 
@@ -43,10 +44,11 @@ class Balancer:
     nodes: list[Any]
 
     def states(self) -> dict[str, str]:
-        """Node name -> state, straight from HAProxy's admin socket."""
+        """Node name -> state, straight from HAProxy's admin socket (not the
+        nodes' fail-open twins)."""
         rows = read_stats(self.config.state_dir / "admin.sock")
         return {sv: node_state(row) for (px, sv), row in rows.items()
-                if px == "be_cluster-0" and sv != "BACKEND"}
+                if px == "be_cluster-0" and sv != "BACKEND" and not is_failopen_server(sv)}
 
     def status(self, *args: str) -> subprocess.CompletedProcess[str]:
         return cli("status", "--config-dir", str(self.config.root), *args)

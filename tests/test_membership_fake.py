@@ -14,7 +14,7 @@ from collections.abc import Collection
 import pytest
 
 from haproxy_k8s.apply.membership import PendingRemoval, RuntimeOps
-from haproxy_k8s.apply.plan import ChangeKind, NodeChange, make_plan
+from haproxy_k8s.apply.plan import ChangeKind, NodeChange, PlanKind, make_plan
 from haproxy_k8s.config.model import (
     AdminState,
     Balance,
@@ -141,34 +141,60 @@ def test_add_serves_only_after_a_check(fake: FakeRuntime) -> None:
     assert RuntimeOps(fake).mismatches(new) == []
 
 
-FO1, FO2 = "fo_c0/m1", "fo_c0/m2"
+# A backup node (its own twin added up front) makes the twins a backend of their own.
+BK = Node("b9", "127.0.8.19", backup=True)
+# Where the twins of m1 and m2 live, and what `add server` is told for m2's.
+TWINS = {
+    "backups": ("be_c0/fo_m1", "be_c0/fo_m2", "weight 50 backup maxconn 1000000", ()),
+    "backend": ("fo_c0/m1", "fo_c0/m2", "weight 50", (BK,)),
+}
 
 
-def test_fail_open_twins_follow_every_change(fake: FakeRuntime) -> None:
-    fake.add(FO1, M1.address, M1.port)
+@pytest.mark.parametrize("where", sorted(TWINS))
+def test_fail_open_twins_follow_every_change(fake: FakeRuntime, where: str) -> None:
+    fo1, fo2, words, extra = TWINS[where]
+
+    def cfg(*nodes: Node) -> Config:
+        return config(*nodes, *extra, fail_open=True)
+
+    fake.add(fo1, M1.address, M1.port)
+    for node in extra:
+        fake.add(f"be_c0/{node.name}", node.address, node.port)
+        fake.add(f"fo_c0/{node.name}", node.address, node.port)
     ops = RuntimeOps(fake)
-    ops.apply(changes(config(M1, fail_open=True), config(M1, M2, fail_open=True)),
-              {"c0/m2": AdminState.MAINT})
-    assert ("add_server", FO2, "127.0.8.11:6443", "weight 50") in fake.changes()
-    assert fake.changes()[-1] == ("set_state", FO2, AdminState.MAINT)
-    assert ops.mismatches(config(M1, M2, fail_open=True)) == []
+    ops.apply(changes(cfg(M1), cfg(M1, M2)), {"c0/m2": AdminState.MAINT})
+    assert ("add_server", fo2, "127.0.8.11:6443", words) in fake.changes()
+    assert fake.changes()[-1] == ("set_state", fo2, AdminState.MAINT)
+    assert ops.mismatches(cfg(M1, M2)) == []
     fake.calls.clear()
     moved = dataclasses.replace(M2, address="127.0.8.12")
-    ops.apply(changes(config(M1, M2, fail_open=True), config(M1, moved, fail_open=True)), {})
-    assert [c[1] for c in fake.changes() if c[0] == "set_addr"] == [S2, FO2]
+    ops.apply(changes(cfg(M1, M2), cfg(M1, moved)), {})
+    assert [c[1] for c in fake.changes() if c[0] == "set_addr"] == [S2, fo2]
     fake.calls.clear()
-    ops.apply(changes(config(M1, moved, fail_open=True), config(M1, fail_open=True)), {})
+    ops.apply(changes(cfg(M1, moved), cfg(M1)), {})
     assert [r.server for r in ops.pending.values() if r.node is not None] == [S2]  # status
     ops.tick()
     # Both deleted; only the checked one had health checks to disable.
     assert [c for c in fake.changes() if c[0] in ("del_server", "disable_health")] == [
-        ("disable_health", S2), ("del_server", S2), ("del_server", FO2)]
-    assert ops.mismatches(config(M1, fail_open=True)) == []
+        ("disable_health", S2), ("del_server", S2), ("del_server", fo2)]
+    assert ops.mismatches(cfg(M1)) == []
 
 
 def test_mismatches_see_a_missing_twin(fake: FakeRuntime) -> None:
     assert RuntimeOps(fake).mismatches(config(M1, fail_open=True)) == [
-        "fo_c0/m1: want ('127.0.8.10', '6443', '100'), have None"]
+        "be_c0/fo_m1: want ('127.0.8.10', '6443', '100'), have None"]
+
+
+def test_a_backup_node_moving_the_twins_is_a_reload() -> None:
+    """Adding the first backup node (or removing the last) moves a fail-open
+    cluster's twins out of its backend (or back): not a runtime change."""
+    for old, new in ((config(M1, fail_open=True), config(M1, BK, fail_open=True)),
+                     (config(M1, BK, fail_open=True), config(M1, fail_open=True))):
+        plan = make_plan(old, new)
+        assert plan.kind is PlanKind.RELOAD
+        assert "a backup node changes how it fails open" in plan.reason
+    # Without fail_open there are no twins to move: a backup node is added live.
+    assert make_plan(config(M1), config(M1, BK)).kind is PlanKind.RUNTIME
 
 
 def test_add_keeps_an_operators_drain(fake: FakeRuntime) -> None:

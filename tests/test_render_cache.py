@@ -82,10 +82,12 @@ def test_a_changed_option_line_renders_no_cluster_again() -> None:
 def test_settings_that_differ_only_in_fail_open_pass_haproxy_check(
         haproxy_bin: str, tmp_path: Path) -> None:
     """Equal option lines share a defaults section whatever `fail_open` says; the
-    fail-open section is there for every cluster that needs it."""
+    fail-open section is there for every cluster that needs it (b: a backup
+    node keeps its twins in a backend of their own; d's are its backups)."""
     dropins = ConfigDir(tmp_path)
+    backup = '[clusters.b.nodes.m2]\naddress = "127.0.8.11"\nbackup = true\n'
     for name, extra in {"a": "retries = 4\nfail_open = false\n",
-                        "b": "retries = 4\nfail_open = true\n",
+                        "b": "retries = 4\nfail_open = true\n" + backup,
                         "c": "fail_open = false\n", "d": ""}.items():
         dropins.cluster(name, free_port(), {"m1": ("127.0.8.10", 6443)})
         dropins.write(f"20-{name}.toml", f"[clusters.{name}]\n{extra}")
@@ -97,4 +99,5 @@ def test_settings_that_differ_only_in_fail_open_pass_haproxy_check(
     named = re.findall(r"^defaults (\S+)$", text, re.M)
     assert sorted(named) == sorted(set(re.findall(r" from (\S+)$", text, re.M)))
     assert "backend be_c from k8s_be" in text and "backend fo_b from " in text
+    assert "backend fo_d " not in text and "    server fo_m1 127.0.8.10:6443 " in text
     dry_run(config, promex=True)  # raises when HAProxy refuses it

@@ -6,8 +6,9 @@ main loop: the server is drained at once and deleted by `tick()` once its
 sessions are gone or its grace period ran out.
 
 A new node serves only once its first check passed, and that check comes within
-`max-spread-checks` of the add. A node of a `fail_open` cluster has a twin in
-the cluster's fail-open backend (no checks); every change is made to both.
+`max-spread-checks` of the add. A node of a `fail_open` cluster has a twin
+without checks (in the cluster's backend, or in its fail-open backend: see
+Cluster.failopen_backups); every change is made to both.
 """
 
 from __future__ import annotations
@@ -17,9 +18,17 @@ import time
 from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass
 
-from ..config.model import AdminState, Config, Node, cluster_backends, cluster_of_backend
+from ..config.model import (
+    AdminState,
+    Cluster,
+    Config,
+    Node,
+    cluster_backends,
+    cluster_of_backend,
+    is_failopen_server,
+)
 from ..errors import RuntimeApiError
-from ..haproxy.render import failopen_server_params, server_params
+from ..haproxy.render import failopen_server_params, failopen_twin_params, server_params
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import AdminApi
 from .plan import ChangeKind, NodeChange
@@ -42,6 +51,12 @@ class PendingRemoval:
     attempts: int = 0
     cluster: str = ""  # which cluster and node it was, for `status` (DRAIN (removing))
     node: Node | None = None
+
+
+def _twin_params(cluster: Cluster, node: Node) -> str:
+    """`add server` words of a node's fail-open twin, wherever the cluster keeps it."""
+    return failopen_twin_params(node) if cluster.failopen_backups \
+        else failopen_server_params(node)
 
 
 class RuntimeOps:
@@ -75,7 +90,8 @@ class RuntimeOps:
                 self.admin.set_addr(server, node.address, node.port)
                 self.admin.set_weight(server, node.weight)
             elif server == change.mirror:
-                self.admin.add_server(server, node.haproxy_addr, failopen_server_params(node))
+                self.admin.add_server(server, node.haproxy_addr,
+                                      _twin_params(change.cluster, node))
             else:
                 self._add_unchecked(server, change)
             self.admin.set_state(server, state)
@@ -147,7 +163,8 @@ class RuntimeOps:
     def _delete(self, server: str) -> None:
         self.admin.shutdown_sessions(server)
         self.admin.set_state(server, AdminState.MAINT)
-        if cluster_of_backend(server.partition("/")[0]) is not None:
+        backend, _, name = server.partition("/")
+        if cluster_of_backend(backend) is not None and not is_failopen_server(name):
             self.admin.disable_health(server)  # fail-open twins have no checks
         self.admin.del_server(server)
         log.info("runtime: deleted %s", server)
@@ -193,8 +210,8 @@ class RuntimeOps:
                 continue
             for node in cluster.nodes:
                 for server in cluster.server_ids(node.name):
-                    backend = server.partition("/")[0]
-                    row = live.pop((backend, node.name), None)
+                    backend, _, name = server.partition("/")
+                    row = live.pop((backend, name), None)
                     want = (node.address, str(node.port), str(node.weight))
                     got = (row.get("srv_addr"), row.get("srv_port"),
                            row.get("srv_uweight")) if row else None

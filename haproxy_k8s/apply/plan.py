@@ -71,6 +71,9 @@ def make_plan(old: Config | None, new: Config) -> Plan:
             continue
         cluster_changes = _node_changes(old_cluster, new_cluster)
         reason = _needs_reload(new_cluster, cluster_changes)
+        if old_cluster.failopen_backups != new_cluster.failopen_backups:
+            # Its fail-open twins move between its backend and a backend of their own.
+            reason = f"{new_cluster.name}: a backup node changes how it fails open"
         if reason:
             return Plan(PlanKind.RELOAD, reason=reason)
         changes.extend(cluster_changes)

@@ -39,12 +39,19 @@ from .names import (
 from .names import (
     failopen_backend_name as failopen_backend_name,
 )
+from .names import (
+    failopen_server_name as failopen_server_name,
+)
+from .names import (
+    is_failopen_server as is_failopen_server,
+)
 
 
 def cluster_backends(cluster: Cluster) -> tuple[str, ...]:
-    """Every backend that holds `cluster`'s servers: its own, and its fail-open twin."""
+    """Every backend that holds `cluster`'s servers: its own, and its fail-open
+    backend if it has one."""
     own = backend_name(cluster.name)
-    return (own, failopen_backend_name(cluster.name)) if cluster.settings.fail_open else (own,)
+    return (own, cluster.failopen_backend) if cluster.failopen_twin_backend else (own,)
 
 
 # StrEnum: members are their strings, so templates, JSON and comparisons with
@@ -254,10 +261,31 @@ class Cluster:
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)
 
+    @property
+    def failopen_backups(self) -> bool:
+        """Fail open through backup twins in the cluster's own backend.
+
+        HAProxy serves from backup servers only while no other server is UP, and
+        from all of them with `option allbackups`: that is fail-open, with no
+        backend of its own and no routing rule (at 1,000 clusters, 1,000
+        proxies fewer for every `haproxy -c` and reload to build). A cluster
+        with backup nodes of its own cannot: their twins and theirs would serve
+        together. It keeps a twin backend (`failopen_twin_backend`)."""
+        return self.settings.fail_open and not any(n.backup for n in self.nodes)
+
+    @property
+    def failopen_twin_backend(self) -> bool:
+        """Fail open through the `fo_NAME` backend: `fail_open` with backup nodes."""
+        return self.settings.fail_open and not self.failopen_backups
+
     def server_ids(self, node: str) -> tuple[str, ...]:
         """Every server that stands for `node`: its own, and its fail-open twin if any."""
         own = server_id(self.name, node)
-        return (own, f"{self.failopen_backend}/{node}") if self.settings.fail_open else (own,)
+        if self.failopen_backups:
+            return own, f"{self.backend}/{failopen_server_name(node)}"
+        if self.settings.fail_open:
+            return own, f"{self.failopen_backend}/{node}"
+        return (own,)
 
 
 @dataclass(frozen=True)

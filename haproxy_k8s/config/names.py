@@ -10,8 +10,10 @@ DEFAULT_CONFIG_DIR = "/etc/haproxy-k8s"
 DEFAULT_STATE_DIR = "/run/haproxy-k8s"
 # HAProxy backends are named after their cluster: the one place this is spelled.
 BACKEND_PREFIX = "be_"
-# The fail-open twin of a cluster's backend (same nodes, no checks): its own prefix,
-# so nothing that maps backends to clusters mistakes it for a cluster.
+# A cluster's fail-open twins (its nodes again, without checks), either as a
+# backend of their own (`fo_NAME`, when the cluster has backup nodes) or as
+# backup servers in the cluster's backend (`fo_NODE`). Node and cluster names
+# have no "_", so no node or cluster is ever mistaken for a twin.
 FAILOPEN_PREFIX = "fo_"
 
 
@@ -21,6 +23,16 @@ def backend_name(cluster: str) -> str:
 
 def failopen_backend_name(cluster: str) -> str:
     return FAILOPEN_PREFIX + cluster
+
+
+def failopen_server_name(node: str) -> str:
+    """A node's fail-open twin among the servers of its cluster's own backend."""
+    return FAILOPEN_PREFIX + node
+
+
+def is_failopen_server(server: str) -> bool:
+    """Whether a server of a cluster's backend is a fail-open twin, not a node."""
+    return server.startswith(FAILOPEN_PREFIX)
 
 
 def cluster_of_failopen(backend: str) -> str | None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping
 
 from .. import proc
-from ..config.model import AdminState, cluster_of_backend, cluster_of_failopen
+from ..config.model import FAILOPEN_PREFIX, AdminState, cluster_of_backend, cluster_of_failopen
 from ..errors import ProcessError
 from .master import HaproxyMaster
 from .paths import StatePaths
@@ -72,7 +72,8 @@ def recovery_text(text: str, paths: StatePaths,
         if words[:1] == ["backend"] and len(words) > 1:
             cluster = cluster_of_backend(words[1]) or cluster_of_failopen(words[1])
         elif words[:1] == ["server"] and cluster is not None:
-            line = _held(line, states.get(f"{cluster}/{words[1]}"))
+            node = words[1].removeprefix(FAILOPEN_PREFIX)  # a twin: its node's state
+            line = _held(line, states.get(f"{cluster}/{node}"))
         lines.append(line)
     return "".join(lines)
 

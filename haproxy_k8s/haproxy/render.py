@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import jinja2
 
-from ..config.model import Bind, Cluster, ClusterSettings, Config, Node
+from ..config.model import Bind, Cluster, ClusterSettings, Config, Node, failopen_server_name
 from ..config.sni import own_binds
 from ..errors import RenderError
 from . import sni
@@ -127,6 +127,19 @@ def failopen_server_params(node: Node) -> str:
     return node_params(node, backup=False)
 
 
+# A fail-open twin's maxconn: never reached, and not 0. `be_conn_free` of a
+# backend is -1 while a server without maxconn (a node) takes clients and the
+# twins' free slots while only twins do: /healthz tells the two apart by it.
+TWIN_MAXCONN = 1_000_000
+
+
+def failopen_twin_params(node: Node) -> str:
+    """A node's fail-open twin among its cluster's own servers (Cluster.failopen_backups):
+    a backup that `add server` leaves unchecked; the file says `no-check` too,
+    past the backend's `default-server`."""
+    return f"{node_params(node, backup=False)} backup maxconn {TWIN_MAXCONN}"
+
+
 def _tls_check_params(settings: ClusterSettings) -> list[str]:
     # These apply to the check connection only: the server has no `ssl`, so
     # client traffic stays end-to-end TLS between kubectl and the apiserver.
@@ -156,6 +169,8 @@ def _environment() -> jinja2.Environment:
     env.globals["server_defaults"] = server_defaults
     env.globals["node_params"] = node_params
     env.globals["failopen_server_params"] = failopen_server_params
+    env.globals["failopen_twin_params"] = failopen_twin_params
+    env.globals["failopen_server_name"] = failopen_server_name
     return env
 
 
@@ -184,7 +199,7 @@ SHARED_DEFAULTS = "k8s"
 @dataclass(frozen=True)
 class DefaultsSection:
     """Named `defaults` sections holding one set of option lines:
-    `NAME_fe`, `NAME_be` and (with fail_open) `NAME_fo`, which each
+    `NAME_fe`, `NAME_be` and (for a fail-open backend) `NAME_fo`, which each
     cluster's frontend and backends name with `from`. Written once, not once
     per cluster: at 1,000 clusters the config has a quarter of the lines, and
     `haproxy -c` and a reload each parse it ~25 ms faster (HAProxy 2.6)."""
@@ -214,14 +229,15 @@ def defaults_name(cluster: Cluster, config: Config) -> str:
 
 def _defaults_sections(config: Config, names: Mapping[str, str]) -> list[DefaultsSection]:
     """One DefaultsSection per base name in `names` (by cluster name), in the
-    clusters' order, with a fail-open section when any of its clusters fails open."""
+    clusters' order, with a fail-open section when any of its clusters has a
+    fail-open backend."""
     sections: dict[str, DefaultsSection] = {}
     for cluster in config.clusters:
         name = names[cluster.name]
         kept = sections.get(name)
-        if kept is None or (cluster.settings.fail_open and not kept.fail_open):
+        if kept is None or (cluster.failopen_twin_backend and not kept.fail_open):
             sections[name] = DefaultsSection(name, _options(cluster.settings),
-                                             cluster.settings.fail_open)
+                                             cluster.failopen_twin_backend)
     return list(sections.values())
 
 

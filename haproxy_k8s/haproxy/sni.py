@@ -47,7 +47,7 @@ class SharedFrontend:
 
     @property
     def failopen_clusters(self) -> tuple[Cluster, ...]:
-        return tuple(c for c in self.clusters if c.settings.fail_open)
+        return tuple(c for c in self.clusters if c.failopen_twin_backend)
 
     def entries(self) -> dict[str, str]:
         """Hostname -> backend, as the map file says it."""
