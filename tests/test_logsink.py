@@ -28,6 +28,10 @@ CAPTURED = [
     (b"<133>Nov 28 05:58:02 haproxy[832]: Server be_c-1/m.2 is UP, reason: Layer4 check "
      b"passed, check duration: 0ms. 2 active and 0 backup servers online. 0 sessions "
      b"requeued, 0 total in queue.\n", 5, "be_c-1", "m.2"),
+    # The text as HAProxy 2.6.12 wrote it on stderr, after the same header.
+    (b"<133>Nov 28 21:20:11 haproxy[832]: Backup Server be_x/fo_n1 is going DOWN for "
+     b"maintenance. 1 active and 1 backup servers left. 0 sessions active, 0 requeued, "
+     b"0 remaining in queue.\n", 5, "be_x", "fo_n1"),
     (b"<132>Nov 28 05:57:22 haproxy[832]: Proxy be_a stopped (cumulated conns: FE: 0, "
      b"BE: 0).\n", 4, None, None),
 ]

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 # RFC 3164 header as HAProxy writes it: <PRI>timestamp host? tag[pid]: message
 _HEADER = re.compile(r"^<(\d{1,3})>.*?\]: ")
 _ABOUT = (
-    re.compile(r"^Server (?P<backend>[^/\s]+)/(?P<server>\S+) "),
+    # "Backup Server …": a backup node, or a fail-open twin.
+    re.compile(r"^(?:Backup )?Server (?P<backend>[^/\s]+)/(?P<server>\S+) "),
     re.compile(r"^Health check for (?:backup )?server (?P<backend>[^/\s]+)/(?P<server>\S+) "),
     re.compile(r"^(?:backend|Backend) '?(?P<backend>[^'\s]+)'? has no server available"),
 )
