@@ -71,6 +71,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--doc", type=Path, help="write the markdown report here "
                         "(default: docs/benchmarks.md after a full run of every scenario)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--soak-seconds", type=int, default=600, metavar="S",
+                        help="how long the soak edits (default 600; longer shows whether "
+                        "the daemon's RSS levels off)")
     parser.add_argument("--previous", metavar="REF", help="also run the daemon of git REF "
                         "(e.g. main) in the scale and idle scenarios, from a temporary "
                         "git worktree, with this interpreter and its libraries")
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _on_term)
     env = _environment(args.quick)
-    ctx = Context(args.quick, _say, keep=args.keep)
+    ctx = Context(args.quick, _say, keep=args.keep, soak_seconds=args.soak_seconds)
     if args.previous:
         PREVIOUS.path = _checkout(args.previous, ctx.tmp / "previous")
         env["previous"] = f"{args.previous} ({_short(args.previous)})"

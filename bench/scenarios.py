@@ -113,8 +113,10 @@ class StandInProc:
 
 
 class Context:
-    def __init__(self, quick: bool, log: Callable[[str], None], keep: bool = False) -> None:
+    def __init__(self, quick: bool, log: Callable[[str], None], keep: bool = False,
+                 soak_seconds: int = 600) -> None:
         self.quick = quick
+        self.soak_seconds = soak_seconds
         self.say = log
         self.tmp = Path(tempfile.mkdtemp(prefix="hkb-", dir="/tmp"))
         self.keep = keep
@@ -798,9 +800,10 @@ def idle(ctx: Context) -> Result:
 
 
 # -- 7. memory over a soak of edits ----------------------------------------------------------
+SOAK_WINDOW = 300  # s: the soak's slope is also given per window of this length
 def soak(ctx: Context) -> Result:
     res = Result("soak")
-    clusters, seconds = ctx.n(1000, 100), ctx.n(600, 20)
+    clusters, seconds = ctx.n(1000, 100), ctx.n(ctx.soak_seconds, 20)
     res.settings = (f"{clusters} clusters x 3 nodes as in scale; for {seconds} s a drop-in "
                     "adds a 4th node to the next cluster and the following edit removes it "
                     "again (runtime changes, each waited for), every 20th edit toggles a "
@@ -830,8 +833,13 @@ def soak(ctx: Context) -> Result:
         samples.append((time.monotonic() - t0, rss_mib(system.pid)))
     slope = _slope(samples) * 600
     late = _slope([s for s in samples if s[0] >= seconds / 2]) * 600
+    # The allocators' footprint grows for the first minutes of edits, then
+    # bounces within a band: each window's slope and band show which.
+    windows = [(lo, _slope(part) * 600, min(v for _, v in part), max(v for _, v in part))
+               for lo in range(0, seconds, SOAK_WINDOW)
+               if len(part := [s for s in samples if lo <= s[0] < lo + SOAK_WINDOW]) > 1]
     res.raw["ours"] = {"samples": samples, "edits": edits, "slope_mib_per_10min": slope,
-                       "slope_second_half": late}
+                       "slope_second_half": late, "windows": windows}
     ctx.say(f"  soak: {edits} edits, RSS {samples[0][1]:.0f} → {samples[-1][1]:.0f} MiB, "
             f"slope {slope:.2f} MiB/10 min")
     res.row("edits applied", edits)
@@ -840,6 +848,9 @@ def soak(ctx: Context) -> Result:
             met=_le(samples[-1][1], 60))
     res.row("RSS slope, whole soak", slope, unit="MiB / 10 min")
     res.row("RSS slope, second half", late, unit="MiB / 10 min")
+    for lo, window_slope, low, high in windows:
+        res.row(f"RSS slope, {lo // 60}-{(lo + SOAK_WINDOW) // 60} min "
+                f"({low:.1f}-{high:.1f} MiB)", window_slope, unit="MiB / 10 min")
     return res
 
 
