@@ -104,7 +104,8 @@ def markdown(results: list[Result], env: dict[str, Any], analysis: str, command:
         "```",
         "",
         "Options: `--only edit,runtime,hitless,failover,scale,idle,soak,huge` (soak: 10 "
-        "minutes of edits at 1,000 clusters; huge: 10,000 clusters), `--previous REF` (also "
+        "minutes of edits at 1,000 clusters, `--soak-seconds S` for longer; huge: 10,000 "
+        "clusters), `--previous REF` (also "
         "run the daemon of git REF, e.g. `main`, from a temporary worktree in the scale "
         "and idle scenarios: the previous and ours/previous columns), `--doc PATH` (write the "
         "report elsewhere; a full run of every scenario writes docs/benchmarks.md), "
