@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import cast
 
 import pytest
 from conftest import StandInFactory
@@ -18,9 +19,11 @@ from haproxy_k8s.daemon.health import (
     THREAD_NAME,
     UNREACHABLE_AFTER,
     HealthPoller,
+    HealthSnapshot,
     describe,
     poll_interval,
     transitions,
+    up_nodes_of,
 )
 
 
@@ -51,10 +54,30 @@ def test_transitions_only_for_our_servers_and_real_changes() -> None:
         ("fe_c0", "FRONTEND"): row("OPEN"),
         ("stats", "FRONTEND"): row("OPEN"),
         ("be_c1", "m3"): row("UP", "L7OK", "200"),
+        ("be_c1", "fo_m3"): row("no check"),  # m3's fail-open twin: not a node
     }
     changed = transitions({("be_c0", "m1"): "UP", ("be_c0", "m2"): "UP"}, rows)
     assert [(key, before) for key, before, _ in changed] == [
         (("be_c0", "m2"), "UP"), (("be_c1", "m3"), None)]
+
+
+class _Polled:
+    def __init__(self, rows: dict[tuple[str, str], dict[str, str]]) -> None:
+        self.rows = rows
+
+    def latest(self) -> HealthSnapshot:
+        return HealthSnapshot(rows=self.rows)
+
+
+def test_up_nodes_are_nodes_not_their_fail_open_twins() -> None:
+    """Twins have no check, so HAProxy calls them UP: a cluster whose nodes
+    are all DOWN has no UP node all the same (discovery then watches them
+    directly)."""
+    rows = {("be_c0", "m1"): row("DOWN", "L4CON"), ("be_c0", "fo_m1"): row("no check"),
+            ("be_c0", "BACKEND"): row("UP"), ("be_c1", "m2"): row("UP", "L7OK", "200"),
+            ("be_c1", "fo_m2"): row("no check")}
+    up = up_nodes_of(lambda: cast(HealthPoller, _Polled(rows)))
+    assert up("c0") == frozenset() and up("c1") == frozenset({"m2"})
 
 
 def test_poll_interval_follows_the_fastest_check(short_tmp: Path) -> None:

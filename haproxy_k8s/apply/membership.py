@@ -25,7 +25,7 @@ from ..config.model import (
     Node,
     cluster_backends,
     cluster_of_backend,
-    is_failopen_server,
+    is_node_server,
 )
 from ..errors import RuntimeApiError
 from ..haproxy.render import failopen_server_params, failopen_twin_params, server_params
@@ -164,7 +164,7 @@ class RuntimeOps:
         self.admin.shutdown_sessions(server)
         self.admin.set_state(server, AdminState.MAINT)
         backend, _, name = server.partition("/")
-        if cluster_of_backend(backend) is not None and not is_failopen_server(name):
+        if is_node_server(backend, name):
             self.admin.disable_health(server)  # fail-open twins have no checks
         self.admin.del_server(server)
         log.info("runtime: deleted %s", server)

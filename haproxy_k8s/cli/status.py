@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config.names import backend_name, cluster_of_backend, is_failopen_server
+from ..config.names import backend_name, cluster_of_backend, is_node_server
 from ..daemon import client
 from ..daemon.states import StatRow, StatRows
 from ..daemon.status import (
@@ -238,7 +238,7 @@ def _shape_of_rows(rows: StatRows) -> list[ClusterShape]:
     clusters: dict[str, list[NodeShape]] = {}
     for (backend, server), row in sorted(rows.items()):
         cluster = cluster_of_backend(backend)
-        if cluster is None or server in ("FRONTEND", "BACKEND") or is_failopen_server(server):
+        if cluster is None or not is_node_server(backend, server):
             continue
         address, _, port = row.get("addr", "").rpartition(":")
         clusters.setdefault(cluster, []).append(

@@ -45,6 +45,9 @@ from .names import (
 from .names import (
     is_failopen_server as is_failopen_server,
 )
+from .names import (
+    is_node_server as is_node_server,
+)
 
 
 def cluster_backends(cluster: Cluster) -> tuple[str, ...]:

@@ -35,6 +35,13 @@ def is_failopen_server(server: str) -> bool:
     return server.startswith(FAILOPEN_PREFIX)
 
 
+def is_node_server(backend: str, server: str) -> bool:
+    """Whether `backend/server` stands for a node: a server of a cluster's own
+    backend, not one of its proxy's summary rows, not a fail-open twin."""
+    return cluster_of_backend(backend) is not None and server not in ("FRONTEND", "BACKEND") \
+        and not is_failopen_server(server)
+
+
 def cluster_of_failopen(backend: str) -> str | None:
     """The cluster a fail-open twin backend (`fo_NAME`) belongs to; None otherwise."""
     return backend[len(FAILOPEN_PREFIX):] if backend.startswith(FAILOPEN_PREFIX) else None

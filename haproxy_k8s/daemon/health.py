@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config.model import Config, backend_name, cluster_of_backend, is_failopen_server
+from ..config.model import Config, backend_name, cluster_of_backend, is_node_server
 from ..errors import RuntimeApiError
 from ..haproxy.replies import ServerKey
 from ..haproxy.runtime import SERVER_COLUMNS, RuntimeClient
@@ -86,10 +86,7 @@ def server_label(key: ServerKey) -> str:
 
 
 def is_managed_server(key: ServerKey) -> bool:
-    """A node's own server: not a proxy's summary row, not a fail-open twin."""
-    backend, server = key
-    return cluster_of_backend(backend) is not None and server not in ("FRONTEND", "BACKEND") \
-        and not is_failopen_server(server)
+    return is_node_server(*key)
 
 
 def describe(key: ServerKey, before: str | None, row: StatRow) -> str:
@@ -352,6 +349,6 @@ def up_nodes_of(poller: Callable[[], HealthPoller | None]) -> UpNodes:
             return None
         backend = backend_name(cluster)
         return frozenset(name for (b, name), row in latest.items()
-                         if b == backend and name not in ("FRONTEND", "BACKEND")
+                         if b == backend and is_node_server(b, name)
                          and node_state(row) == "UP")
     return up

@@ -16,7 +16,7 @@ from ..apply import operator as opstate
 from ..apply.applier import ApplyOutcome
 from ..apply.plan import PlanKind, make_plan
 from ..config.model import Cluster, Config, backend_name
-from ..config.names import cluster_of_failopen, is_failopen_server
+from ..config.names import is_node_server
 from ..errors import HaproxyK8sError
 from ..haproxy import render as render_mod
 from ..haproxy.replies import ServerKey
@@ -121,7 +121,7 @@ def record_deleted(daemon: Daemon, before: set[str]) -> None:
     deleted = []
     for server in sorted(before - set(daemon.applier.ops.pending)):
         backend, _, name = server.partition("/")
-        if cluster_of_failopen(backend) is not None or is_failopen_server(name):
+        if not is_node_server(backend, name):
             continue  # the node's fail-open twin: its own server's line says it
         deleted.append(server_label((backend, name)))
         daemon.eventlog.record("config", deleted[-1],
