@@ -801,6 +801,8 @@ def idle(ctx: Context) -> Result:
 
 # -- 7. memory over a soak of edits ----------------------------------------------------------
 SOAK_WINDOW = 300  # s: the soak's slope is also given per window of this length
+
+
 def soak(ctx: Context) -> Result:
     res = Result("soak")
     clusters, seconds = ctx.n(1000, 100), ctx.n(ctx.soak_seconds, 20)
